@@ -1,0 +1,161 @@
+"""Frozen, validated configuration records for the engine, the drafters and the sampler.
+
+Every config is a frozen dataclass that checks itself in ``__post_init__`` and raises
+``ConfigError`` with a message a user can act on. ``to_dict``/``from_dict`` give the
+plain-data form that is saved next to checkpoints, traces and benchmark results.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+FfnKind = Literal["dense", "moe"]
+Schedule = Literal["standard", "hybrid"]
+DTYPES = ("float32", "bfloat16", "float16")
+MAX_TREE_NODES = 512
+
+
+class ConfigError(ValueError):
+    """A setting is out of range or settings contradict each other."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    """Shape of the EAGLE-2 dynamic draft tree.
+
+    top_k: children per expanded node and width of the frontier.
+    depth: drafted tree layers below the root (the most draft tokens one cycle can accept).
+    total_tokens: drafted nodes kept after the final rerank (the root is extra).
+    schedule: "standard" runs one drafter forward per layer; "hybrid" (Jakiro) takes the last
+        layer from the contrastive branch and skips that forward (needs an MoE drafter, depth >= 2).
+    decoupled: siblings come from the union of the experts' own distributions (MoE drafters only).
+    """
+
+    top_k: int = 4
+    depth: int = 5
+    total_tokens: int = 24
+    schedule: Schedule = "standard"
+    decoupled: bool = False
+
+    def __post_init__(self) -> None:
+        _require(_is_int(self.top_k) and 1 <= self.top_k <= 64, f"tree top_k must be an integer in 1..64, got {self.top_k!r}")
+        _require(_is_int(self.depth) and 1 <= self.depth <= 32, f"tree depth must be an integer in 1..32, got {self.depth!r}")
+        _require(
+            _is_int(self.total_tokens) and 1 <= self.total_tokens <= MAX_TREE_NODES,
+            f"tree total_tokens must be an integer in 1..{MAX_TREE_NODES}, got {self.total_tokens!r}",
+        )
+        _require(self.schedule in ("standard", "hybrid"), f"tree schedule must be 'standard' or 'hybrid', got {self.schedule!r}")
+        _require(
+            self.schedule != "hybrid" or self.depth >= 2,
+            "the hybrid schedule takes the last tree layer from the contrastive branch, so it needs depth >= 2",
+        )
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the next token is chosen from the target's distribution.
+
+    temperature 0 is greedy decoding; top_p in (0, 1] and top_k >= 0 (0 = off) filter the
+    distribution before sampling, exactly as the target's own sampler would.
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        _require(isinstance(t, (int, float)) and not isinstance(t, bool), f"temperature must be a number, got {t!r}")
+        _require(math.isfinite(t) and 0.0 <= t <= 100.0, f"temperature must be a finite number in [0, 100], got {t!r}")
+        p = self.top_p
+        _require(isinstance(p, (int, float)) and not isinstance(p, bool), f"top_p must be a number, got {p!r}")
+        _require(math.isfinite(p) and 0.0 < p <= 1.0, f"top_p must be in (0, 1], got {p!r}")
+        _require(_is_int(self.top_k) and self.top_k >= 0, f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class DrafterConfig:
+    """Architecture of an EAGLE feature-level drafter (one decoder layer on target features).
+
+    ffn: "dense" is the single-head EAGLE-2 drafter; "moe" is Jakiro's two-head MoE FFN.
+    draft_vocab_size: 0 scores the full vocabulary; otherwise the drafter scores only this many
+        of the target's tokens (the ids are stored with the weights).
+    The target_* fields name the target the drafter was trained for, so a mismatch is caught at load.
+    """
+
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    ffn: FfnKind = "dense"
+    num_experts: int = 2
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    draft_vocab_size: int = 0
+    target_id: str = ""
+    target_fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value > 0, f"drafter {name} must be a positive integer, got {value!r}")
+        _require(self.ffn in ("dense", "moe"), f"drafter ffn must be 'dense' or 'moe', got {self.ffn!r}")
+        _require(self.num_heads % self.num_kv_heads == 0, "drafter num_heads must be a multiple of num_kv_heads")
+        _require(self.ffn != "moe" or self.num_experts == 2, "the Jakiro MoE drafter has exactly 2 experts (top-2 of 2)")
+        _require(
+            _is_int(self.draft_vocab_size) and 0 <= self.draft_vocab_size <= self.vocab_size,
+            f"draft_vocab_size must be in 0..vocab_size ({self.vocab_size}), got {self.draft_vocab_size!r}",
+        )
+
+    @property
+    def is_moe(self) -> bool:
+        return self.ffn == "moe"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything one generation needs besides the models and the prompt."""
+
+    tree: TreeConfig = TreeConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    max_new_tokens: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(
+            _is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 8192,
+            f"max_new_tokens must be an integer in 1..8192, got {self.max_new_tokens!r}",
+        )
+        _require(_is_int(self.seed) and 0 <= self.seed < 2**63, f"seed must be a non-negative integer, got {self.seed!r}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain-data form of any config dataclass (nested configs become dicts)."""
+    return dataclasses.asdict(config)
+
+
+def engine_config_from_dict(data: dict[str, Any]) -> EngineConfig:
+    """Inverse of ``to_dict`` for an EngineConfig."""
+    return EngineConfig(
+        tree=TreeConfig(**data.get("tree", {})),
+        sampling=SamplingConfig(**data.get("sampling", {})),
+        max_new_tokens=data.get("max_new_tokens", 128),
+        seed=data.get("seed", 0),
+    )

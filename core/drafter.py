@@ -1,0 +1,261 @@
+"""The EAGLE feature-level drafter with a dense (EAGLE-2) or Jakiro MoE feed-forward layer.
+
+At position t the drafter reads the target's feature f_t and the embedding of the next token
+e_{t+1}, and predicts the target's next feature:
+
+    h = fc([e_{t+1}; f_t])                     # [n, 2H] -> [n, H]
+    h = h + attn(h)                            # RoPE, GQA, no input norm (as EAGLE)
+    g = h + ffn(norm(h))                       # ~ f_{t+1}; tokens come from the target's lm_head(g)
+
+The Jakiro FFN has two SwiGLU experts, both active, and a gate with two routing heads:
+    head 1 (MoE):          w = softmax(gate[0:2]);  F_moe = w0 E0(x) + w1 E1(x)
+    head 2 (contrastive):  v = softmax(gate[2:4]);  F_con = v_top E_top(x) - v_bot E_bot(x)
+F_con is trained to predict the feature two positions ahead. Every forward returns the routing.
+The target's embedding and lm_head are frozen inputs, never parameters of the drafter.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from core.config import ConfigError, DrafterConfig, to_dict
+from core.kv import DraftCache
+
+WEIGHTS_FILE = "drafter.safetensors"
+CONFIG_FILE = "drafter.json"
+
+
+class DrafterMismatchError(ValueError):
+    """A drafter checkpoint was trained for another target (or is damaged)."""
+
+
+@dataclass
+class Routing:
+    """Gate decisions of the MoE layer for n positions."""
+
+    logits: torch.Tensor  # [n, 4] raw gate logits (head 1 = [:, :2], head 2 = [:, 2:])
+    moe_weights: torch.Tensor  # [n, 2] softmax of head 1
+    con_weights: torch.Tensor  # [n, 2] softmax of head 2
+    con_top: torch.Tensor  # [n] int64, expert with the larger head-2 logit
+
+
+@dataclass
+class DrafterOutput:
+    features: torch.Tensor  # [n, H] the main prediction of f_{t+1} (F_moe, or the dense FFN)
+    contrastive: torch.Tensor | None  # [n, H] prediction of f_{t+2} (MoE only, when asked)
+    expert_features: torch.Tensor | None  # [n, 2, H] each expert alone (MoE only, when asked)
+    routing: Routing | None  # None for the dense drafter
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        variance = x.float().pow(2).mean(-1, keepdim=True)
+        return (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype) * self.weight
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary embedding (rotate-half convention). x: [heads, n, d]; positions: [n]."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))  # [d/2]
+    angles = positions.to(x.device, torch.float32)[:, None] * inv_freq[None]  # [n, d/2]
+    cos = torch.cat([angles.cos(), angles.cos()], -1).to(x.dtype)  # [n, d]
+    sin = torch.cat([angles.sin(), angles.sin()], -1).to(x.dtype)
+    half = torch.cat([-x[..., d // 2 :], x[..., : d // 2]], -1)
+    return x * cos + half * sin
+
+
+def causal_mask(past: int, n: int, device: torch.device) -> torch.Tensor:
+    """[n, past + n] bool: every new position sees the whole past and the new positions up to itself."""
+    mask = torch.ones(n, past + n, dtype=torch.bool, device=device)
+    mask[:, past:] = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+    return mask
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: DrafterConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [n, H] (or [b, n, H] in training, with cache None)
+        positions: torch.Tensor,  # [n]
+        cache: DraftCache | None,  # mutated: gains n entries
+        mask: torch.Tensor | None,  # [n, past + n] bool, True = visible; None = causal
+    ) -> torch.Tensor:
+        cfg = self.cfg
+        lead = x.shape[:-2]
+        n = x.shape[-2]
+        q = self.q_proj(x).view(*lead, n, cfg.num_heads, cfg.head_dim).transpose(-2, -3)  # [.., heads, n, d]
+        k = self.k_proj(x).view(*lead, n, cfg.num_kv_heads, cfg.head_dim).transpose(-2, -3)
+        v = self.v_proj(x).view(*lead, n, cfg.num_kv_heads, cfg.head_dim).transpose(-2, -3)
+        q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
+        past = cache.length if cache is not None else 0
+        if cache is not None:
+            k, v = cache.append(k, v)  # [kv_heads, past + n, d]
+        if mask is None and past > 0:
+            mask = causal_mask(past, n, x.device)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None and n > 1, enable_gqa=True
+        )  # [.., heads, n, d]
+        return self.o_proj(out.transpose(-2, -3).reshape(*lead, n, cfg.num_heads * cfg.head_dim))
+
+
+class MoEFFN(nn.Module):
+    """Two SwiGLU experts (both active) and a gate with an MoE head and a contrastive head."""
+
+    def __init__(self, cfg: DrafterConfig) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(SwiGLU(cfg.hidden_size, cfg.hidden_size) for _ in range(cfg.num_experts))
+        self.gate = nn.Linear(cfg.hidden_size, cfg.num_experts + 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Routing]:
+        """x: [.., n, H] -> (F_moe [.., n, H], F_con [.., n, H], experts [.., n, 2, H], routing)."""
+        logits = self.gate(x).float()  # [.., n, 4]
+        w = logits[..., :2].softmax(-1)  # [.., n, 2]
+        v = logits[..., 2:].softmax(-1)
+        outs = torch.stack([expert(x) for expert in self.experts], dim=-2)  # [.., n, 2, H]
+        f_moe = (w.to(outs.dtype)[..., None] * outs).sum(-2)
+        top = v.argmax(-1)  # [.., n]
+        sign = torch.where(torch.arange(2, device=x.device) == top[..., None], 1.0, -1.0)  # [.., n, 2]
+        f_con = ((v * sign).to(outs.dtype)[..., None] * outs).sum(-2)
+        return f_moe, f_con, outs, Routing(logits=logits, moe_weights=w, con_weights=v, con_top=top)
+
+
+class Drafter(nn.Module):
+    """One EAGLE decoder layer over target features; dense or MoE FFN per ``cfg.ffn``."""
+
+    def __init__(self, cfg: DrafterConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.fc = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.ffn: nn.Module = MoEFFN(cfg) if cfg.is_moe else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+        vocab_ids = torch.arange(cfg.draft_vocab_size or cfg.vocab_size)
+        self.register_buffer("vocab_ids", vocab_ids, persistent=cfg.draft_vocab_size > 0)  # [V'] target ids
+        self.head_weight: torch.Tensor | None = None  # [V', H], bound from the target, never saved
+
+    def bind_head(self, lm_head_weight: torch.Tensor) -> None:
+        """Mutates self: take the target's frozen lm_head rows for the draft vocabulary."""
+        if lm_head_weight.shape != (self.cfg.vocab_size, self.cfg.hidden_size):
+            raise DrafterMismatchError(
+                f"drafter expects an lm_head of shape {(self.cfg.vocab_size, self.cfg.hidden_size)}, "
+                f"the target has {tuple(lm_head_weight.shape)}"
+            )
+        self.head_weight = lm_head_weight.detach()[self.vocab_ids.to(lm_head_weight.device)]
+
+    def forward(
+        self,
+        features: torch.Tensor,  # [.., n, H] f_t (target) or g (drafted)
+        next_embeds: torch.Tensor,  # [.., n, H] e_{t+1}
+        positions: torch.Tensor,  # [n]
+        cache: DraftCache | None = None,  # mutated: gains n entries
+        mask: torch.Tensor | None = None,  # [n, past + n] bool; None = causal over the new block
+        with_experts: bool = False,
+    ) -> DrafterOutput:
+        h = self.fc(torch.cat([next_embeds, features.to(next_embeds.dtype)], dim=-1))
+        h = h + self.attn(h, positions, cache, mask)
+        x = self.post_attention_layernorm(h)
+        if not self.cfg.is_moe:
+            return DrafterOutput(features=h + self.ffn(x), contrastive=None, expert_features=None, routing=None)
+        f_moe, f_con, outs, routing = self.ffn(x)
+        experts = h[..., None, :] + outs if with_experts else None
+        return DrafterOutput(features=h + f_moe, contrastive=h + f_con, expert_features=experts, routing=routing)
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """[.., H] -> [.., V'] draft log-probabilities over the draft vocabulary (float32)."""
+        if self.head_weight is None:
+            raise RuntimeError("call bind_head(target lm_head weight) before drafting")
+        return F.linear(features.to(self.head_weight.dtype), self.head_weight).float().log_softmax(-1)
+
+    def new_cache(self, capacity: int = 256) -> DraftCache:
+        p = self.fc.weight
+        return DraftCache(self.cfg.num_kv_heads, self.cfg.head_dim, p.dtype, p.device, capacity)
+
+
+def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, draft_vocab_size: int = 0) -> DrafterConfig:
+    """A drafter config matching a Hugging Face target config (attention shape, RoPE, vocabulary)."""
+    hidden = int(model_config.hidden_size)
+    heads = int(model_config.num_attention_heads)
+    rope_params = getattr(model_config, "rope_parameters", None) or {}
+    theta = float(rope_params.get("rope_theta", getattr(model_config, "rope_theta", 10000.0)))
+    return DrafterConfig(
+        hidden_size=hidden,
+        num_heads=heads,
+        num_kv_heads=int(getattr(model_config, "num_key_value_heads", None) or heads),
+        head_dim=int(getattr(model_config, "head_dim", None) or hidden // heads),
+        intermediate_size=int(model_config.intermediate_size),
+        vocab_size=int(model_config.vocab_size),
+        ffn=ffn,
+        rms_norm_eps=float(getattr(model_config, "rms_norm_eps", 1e-5)),
+        rope_theta=theta,
+        draft_vocab_size=draft_vocab_size,
+        target_id=target_id,
+        target_fingerprint=fingerprint,
+    )
+
+
+def save_drafter(drafter: Drafter, folder: str | Path, extra: dict | None = None) -> None:
+    """Write ``drafter.safetensors`` and ``drafter.json`` (config + optional metadata) to ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in drafter.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    meta = {"config": to_dict(drafter.cfg), **(extra or {})}
+    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load_drafter(folder: str | Path, fingerprint: str | None = None, vocab_size: int | None = None) -> Drafter:
+    """Load a drafter saved by ``save_drafter``; refuse one trained for another target."""
+    folder = Path(folder)
+    cfg_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not cfg_path.is_file() or not weights_path.is_file():
+        raise DrafterMismatchError(f"{folder} is not a drafter folder: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        meta = json.loads(cfg_path.read_text())
+        cfg = DrafterConfig(**meta["config"])
+    except (ValueError, KeyError, TypeError, ConfigError) as err:
+        raise DrafterMismatchError(f"{cfg_path} is not a valid drafter config: {err}") from err
+    if vocab_size is not None and cfg.vocab_size != vocab_size:
+        raise DrafterMismatchError(
+            f"drafter in {folder} was trained for a target with vocabulary {cfg.vocab_size} "
+            f"({cfg.target_id or 'unknown'}), this target has {vocab_size}"
+        )
+    if fingerprint is not None and cfg.target_fingerprint and cfg.target_fingerprint != fingerprint:
+        raise DrafterMismatchError(
+            f"drafter in {folder} was trained for target {cfg.target_id!r} (embedding fingerprint "
+            f"{cfg.target_fingerprint}), not for this target (fingerprint {fingerprint})"
+        )
+    drafter = Drafter(cfg)
+    try:
+        drafter.load_state_dict(load_file(str(weights_path)), strict=True)
+    except (RuntimeError, OSError, ValueError) as err:
+        raise DrafterMismatchError(f"drafter weights in {weights_path} are damaged or do not match its config: {err}") from err
+    return drafter

@@ -1,0 +1,191 @@
+"""Growing one draft tree per cycle with an EAGLE drafter (EAGLE-2 dynamic tree, Jakiro schedules).
+
+``FeatureProposer`` owns a drafter and its KV cache. Each cycle it first reads the target's
+true features of the tokens verified since the last cycle (one causal forward whose last row
+predicts the root's children), then expands the frontier layer by layer under the tree mask:
+
+    layer 1          <- the last row of the catch-up forward
+    layer d (d >= 2) <- one drafter forward over the top_k frontier nodes of layer d-1
+    hybrid schedule: the last layer comes from the contrastive branch of the forward before it
+                     (evaluated at each frontier node's parent), so the last forward is skipped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from core.config import TreeConfig
+from core.drafter import Drafter, DrafterOutput
+from core.tree import DraftTree, Layer, assemble, depths_of, select_frontier, top_children
+
+Embed = Callable[[torch.Tensor], torch.Tensor]  # [n] token ids -> [n, H]
+
+
+@dataclass
+class Proposal:
+    tree: DraftTree
+    forwards: int  # drafter forwards spent on this tree
+
+
+class Proposer(Protocol):
+    """Anything that proposes draft trees to the engine."""
+
+    name: str
+
+    def reset(self, prompt_ids: list[int]) -> None:
+        """Forget every previous generation."""
+
+    def check_tree(self, tree: TreeConfig) -> None:
+        """Raise ValueError for tree options this proposer cannot run."""
+
+    def propose(
+        self,
+        features: torch.Tensor,  # [m, H] target features of the tokens verified since the last call
+        next_tokens: torch.Tensor,  # [m] the token that followed each of them (the last is the root)
+        root_pos: int,  # position of the root token
+        tree: TreeConfig,
+    ) -> Proposal:
+        """Draft a tree below the root ``next_tokens[-1]``."""
+
+
+@dataclass
+class _Row:
+    """One node's drafter output (the node was the input token of that drafter position)."""
+
+    features: torch.Tensor  # [H] predicted feature of the node (its children come from it)
+    contrastive: torch.Tensor | None  # [H] prediction two ahead (its grandchildren)
+    experts: torch.Tensor | None  # [2, H] each expert alone
+    routing: torch.Tensor  # [4] (w0, w1, v0, v1); zeros for a dense drafter
+
+
+def _rows(out: DrafterOutput, picks: list[int]) -> list[_Row]:
+    rows = []
+    for i in picks:
+        routing = torch.zeros(4) if out.routing is None else torch.cat(
+            [out.routing.moe_weights[i], out.routing.con_weights[i]]
+        ).cpu()
+        rows.append(_Row(
+            features=out.features[i],
+            contrastive=None if out.contrastive is None else out.contrastive[i],
+            experts=None if out.expert_features is None else out.expert_features[i],
+            routing=routing,
+        ))
+    return rows
+
+
+@dataclass
+class _Cycle:
+    """Bookkeeping of one drafting cycle."""
+
+    root_pos: int
+    parents: list[int]  # [m] tree index of every candidate's parent (root -1)
+    tokens: list[int]  # [m] every candidate's token
+    fed: dict[int, _Row] = field(default_factory=dict)  # node -> its drafter output
+    entries: list[int] = field(default_factory=list)  # tree nodes in the drafter cache, in cache order
+
+    def add(self, layer: Layer) -> None:
+        self.parents += layer.parents.tolist()
+        self.tokens += layer.tokens.tolist()
+
+
+class FeatureProposer:
+    """Drafts with an EAGLE feature-level drafter (dense or Jakiro MoE)."""
+
+    def __init__(self, drafter: Drafter, embed: Embed, name: str) -> None:
+        if drafter.head_weight is None:
+            raise ValueError("bind the drafter to the target's lm_head before drafting")
+        self.drafter = drafter.eval()
+        self.embed = embed
+        self.name = name
+        self.cache = drafter.new_cache()
+
+    def reset(self, prompt_ids: list[int]) -> None:
+        self.cache = self.drafter.new_cache(capacity=max(256, 2 * len(prompt_ids)))
+
+    def check_tree(self, tree: TreeConfig) -> None:
+        if not self.drafter.cfg.is_moe and (tree.schedule == "hybrid" or tree.decoupled):
+            raise ValueError("the hybrid schedule and decoupled candidates need an MoE (Jakiro) drafter")
+
+    @torch.inference_mode()
+    def propose(self, features: torch.Tensor, next_tokens: torch.Tensor, root_pos: int, tree: TreeConfig) -> Proposal:
+        self.check_tree(tree)
+        m = next_tokens.numel()
+        self.cache.crop(root_pos - m)
+        cycle = _Cycle(root_pos=root_pos, parents=[-1], tokens=[int(next_tokens[-1])])
+        # 1. Catch up on the verified tokens; the last row is the root's own output.
+        out = self.drafter(
+            features, self.embed(next_tokens), torch.arange(root_pos - m, root_pos), self.cache,
+            with_experts=tree.decoupled,
+        )
+        cycle.fed[0] = _rows(out, [m - 1])[0]
+        forwards = 1
+        layers = [self._children(cycle, [0], torch.zeros(1), tree, contrastive=False)]
+        cycle.add(layers[-1])
+        offset = 1
+        # 2. Expand: pick the frontier in the last layer, feed it, score its children.
+        for depth in range(2, tree.depth + 1):
+            last = layers[-1]
+            pick = select_frontier(last.scores, tree.top_k)  # [f] indices into the last layer
+            frontier = [offset + int(i) for i in pick]
+            offset += last.tokens.numel()
+            contrastive = tree.schedule == "hybrid" and depth == tree.depth
+            if not contrastive:
+                self._feed(cycle, frontier, tree)
+                forwards += 1
+            layers.append(self._children(cycle, frontier, last.scores[pick], tree, contrastive))
+            cycle.add(layers[-1])
+        return Proposal(tree=assemble(cycle.tokens[0], layers, tree.total_tokens), forwards=forwards)
+
+    def _feed(self, cycle: _Cycle, frontier: list[int], tree: TreeConfig) -> None:
+        """One drafter forward over the frontier under the tree mask; mutates ``cycle`` (fed, entries)."""
+        committed = cycle.root_pos
+        cycle.entries.extend(frontier)
+        slot = {node: committed + i for i, node in enumerate(cycle.entries)}
+        mask = torch.zeros(len(frontier), committed + len(cycle.entries), dtype=torch.bool)  # [f, keys]
+        mask[:, :committed] = True
+        for row, node in enumerate(frontier):
+            cur = node
+            while cur > 0:  # the node and its drafted ancestors; the root's entry is committed
+                mask[row, slot[cur]] = True
+                cur = cycle.parents[cur]
+        depths = depths_of(cycle.parents)
+        parent_feats = torch.stack([cycle.fed[cycle.parents[node]].features for node in frontier])  # [f, H]
+        ids = torch.tensor([cycle.tokens[node] for node in frontier])  # [f]
+        positions = torch.tensor([cycle.root_pos + depths[node] - 1 for node in frontier])  # [f]
+        device = parent_feats.device
+        out = self.drafter(parent_feats, self.embed(ids), positions, self.cache, mask.to(device), tree.decoupled)
+        cycle.fed.update(zip(frontier, _rows(out, list(range(len(frontier))))))
+
+    def _children(
+        self, cycle: _Cycle, frontier: list[int], frontier_scores: torch.Tensor, tree: TreeConfig, contrastive: bool
+    ) -> Layer:
+        """The top_k children of each frontier node, from its own output or its parent's contrastive one."""
+        source = [cycle.fed[cycle.parents[n]] if contrastive else cycle.fed[n] for n in frontier]
+        routing = torch.stack([r.routing for r in source])  # [f, 4]
+        if contrastive:
+            logp = self.drafter.log_probs(torch.stack([r.contrastive for r in source]))  # [f, V']
+            experts = routing[:, 2:].argmax(-1)[:, None].expand(logp.shape).to(logp.device)
+            branch = "contrastive"
+        elif tree.decoupled:
+            per_expert = self.drafter.log_probs(torch.stack([r.experts for r in source]))  # [f, 2, V']
+            logp, experts = per_expert.max(dim=1)  # best of the two experts per token
+            branch = "experts"
+        else:
+            logp = self.drafter.log_probs(torch.stack([r.features for r in source]))  # [f, V']
+            moe = self.drafter.cfg.is_moe
+            dominant = routing[:, :2].argmax(-1) if moe else torch.full((len(source),), -1)
+            experts = dominant[:, None].expand(logp.shape).to(logp.device)
+            branch = "moe" if moe else "dense"
+        scores = frontier_scores.to(logp.device)
+        rows, cols, child_logp = top_children(scores, logp, tree.top_k)
+        return Layer(
+            parents=torch.tensor(frontier)[rows.cpu()],
+            tokens=self.drafter.vocab_ids[cols].cpu(),
+            logp=child_logp.cpu(),
+            scores=(scores[rows] + child_logp).cpu(),
+            experts=experts[rows, cols].cpu(),
+            routing=routing[rows.cpu()],
+            branch=branch,
+        )

@@ -1,0 +1,236 @@
+"""The decode loop: draft a tree, verify it in one target forward, commit the accepted path.
+
+``SpecDecoder.stream`` yields plain records (see ``core.trace``): a header, the prefill, then
+one record per target forward. With no proposer it is plain autoregressive decoding on the
+same adapter (a tree of just the root), which is both the speed baseline and the test oracle.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+
+from core.config import EngineConfig, to_dict
+from core.drafting import Proposal, Proposer
+from core.kv import keep_accepted
+from core.target import PromptError, TargetModel
+from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
+from core.tree import DraftTree, VerifyTree, kept_subtree
+from core.verify import VerifyResult, sample_token, verify_tree
+
+
+@dataclass
+class _State:
+    """What carries from one cycle to the next."""
+
+    cache: Any  # the target's DynamicCache (prefix without the root)
+    root_pos: int  # position of the root: the last emitted token, not yet in the cache
+    features: torch.Tensor  # [m, H] target features of the tokens verified last
+    next_tokens: torch.Tensor  # [m] the token after each of them; the last is the root
+    generated: list[int]
+    forwards: int
+
+
+class SpecDecoder:
+    """Speculative decoding of one target with one proposer (None = plain decoding)."""
+
+    def __init__(self, target: TargetModel, proposer: Proposer | None = None, name: str | None = None) -> None:
+        self.target = target
+        self.proposer = proposer
+        self.name = name or (proposer.name if proposer else "none")
+
+    def generate(self, prompt: str | list[int], cfg: EngineConfig, detail: bool = True) -> list[dict[str, Any]]:
+        """All records of one generation."""
+        return list(self.stream(prompt, cfg, detail))
+
+    def stream(self, prompt: str | list[int], cfg: EngineConfig, detail: bool = True) -> Iterator[dict[str, Any]]:
+        """Header, prefill and one record per target forward. ``detail`` adds every tree node."""
+        prompt_ids = self.target.encode_chat(prompt) if isinstance(prompt, str) else list(prompt)
+        if not prompt_ids:
+            raise PromptError("the prompt is empty")
+        if len(prompt_ids) + 1 >= self.target.max_context:
+            raise PromptError(f"the prompt ({len(prompt_ids)} tokens) leaves no room in the context of {self.target.max_context}")
+        if self.proposer is not None:
+            self.proposer.check_tree(cfg.tree)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        yield self._header(prompt, prompt_ids, cfg)
+        state, record = self._prefill(prompt_ids, cfg, generator)
+        yield record.to_dict()
+        step = 1
+        while not record.finished:
+            record = self._cycle(state, cfg, generator, step, detail)
+            yield record.to_dict()
+            step += 1
+
+    # --- phases -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _prefill(self, prompt_ids: list[int], cfg: EngineConfig, generator: torch.Generator) -> tuple[_State, StepRecord]:
+        t0 = self._clock()
+        cache = self.target.new_cache()
+        n = len(prompt_ids)
+        out = self.target.forward(torch.tensor(prompt_ids), torch.arange(n), cache)
+        first = sample_token(self._rows_for_sampling(out.logits[-1:], cfg)[0], cfg.sampling, generator)
+        if self.proposer is not None:
+            self.proposer.reset(prompt_ids)
+        state = _State(
+            cache=cache, root_pos=n, features=out.hidden, next_tokens=torch.tensor(prompt_ids[1:] + [first]),
+            generated=[], forwards=1,
+        )
+        emitted = self._emit(state, [first], cfg)
+        ms = (self._clock() - t0) * 1e3
+        record = self._record(state, 0, "prefill", emitted, 0, (0.0, ms, 0.0), None, None, None, None, cfg, False)
+        return state, record
+
+    @torch.inference_mode()
+    def _cycle(self, state: _State, cfg: EngineConfig, generator: torch.Generator, step: int, detail: bool) -> StepRecord:
+        # 1. Draft: grow a token tree below the root from the last verified features.
+        t0 = self._clock()
+        proposal = None
+        if self.proposer is not None:
+            proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree)
+            vtree = kept_subtree(proposal.tree)
+        else:
+            vtree = _root_only(int(state.next_tokens[-1]))
+        t1 = self._clock()
+        # 2. Verify: one target forward over every kept node under the ancestor mask.
+        mask = vtree.mask if vtree.size > 1 else None
+        out = self.target.forward(vtree.tokens, state.root_pos + vtree.depths, state.cache, mask)
+        result = verify_tree(vtree.tokens, vtree.parents, self._rows_for_sampling(out.logits, cfg), cfg.sampling, generator)
+        t2 = self._clock()
+        # 3. Commit: keep the accepted nodes' KV, emit their tokens and the bonus token.
+        accepted = torch.tensor(result.accepted)
+        keep_accepted(state.cache, state.root_pos, accepted)
+        new_tokens = vtree.tokens[accepted[1:]].tolist() + [result.bonus_token]
+        state.features = out.hidden[accepted.to(out.hidden.device)]
+        state.next_tokens = torch.tensor(new_tokens)
+        state.root_pos += len(result.accepted)
+        state.forwards += 1
+        emitted = self._emit(state, new_tokens, cfg, vtree, result, proposal.tree if proposal else None)
+        t3 = self._clock()
+        # 4. Record: plain data, built outside the timed phases.
+        timings = ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        kind = "spec" if proposal is not None else "plain"
+        return self._record(state, step, kind, emitted, len(result.accepted) - 1, timings, proposal, vtree, result,
+                            cfg.tree.depth, cfg, detail)
+
+    def _emit(
+        self, state: _State, tokens: list[int], cfg: EngineConfig, vtree: VerifyTree | None = None,
+        result: VerifyResult | None = None, tree: DraftTree | None = None,
+    ) -> list[EmittedToken]:
+        """Mutates ``state.generated``: append tokens up to a stop token or the token budget."""
+        sources = []
+        if vtree is not None and result is not None and tree is not None:
+            for node in result.accepted[1:]:
+                cand = int(vtree.nodes[node])
+                sources.append((node_source(tree.branches[cand], int(tree.experts[cand])), cand))
+        sources.append(("bonus" if vtree is not None and vtree.size > 1 else "target", -1))
+        emitted = []
+        for token, (source, node) in zip(tokens, sources):
+            if len(state.generated) >= cfg.max_new_tokens:
+                break
+            state.generated.append(token)
+            emitted.append(EmittedToken(token_id=token, text="", source=source, node=node))
+            if token in self.target.stop_token_ids:
+                break
+        return emitted
+
+    # --- records ------------------------------------------------------------------------------
+
+    def _stop_reason(self, state: _State, cfg: EngineConfig) -> str:
+        if state.generated and state.generated[-1] in self.target.stop_token_ids:
+            return "stop_token"
+        if len(state.generated) >= cfg.max_new_tokens:
+            return "max_new_tokens"
+        if state.root_pos + cfg.tree.depth + 2 > self.target.max_context:
+            return "context"
+        return ""
+
+    def _record(
+        self, state: _State, step: int, kind: str, emitted: list[EmittedToken], accepted_len: int,
+        timings: tuple[float, float, float], proposal: Proposal | None, vtree: VerifyTree | None,
+        result: VerifyResult | None, depth: int | None, cfg: EngineConfig, detail: bool,
+    ) -> StepRecord:
+        texts = self.target.tokenizer.batch_decode([[t.token_id] for t in emitted], skip_special_tokens=False)
+        for token, text in zip(emitted, texts):
+            token.text = text
+        stop = self._stop_reason(state, cfg)
+        tree = proposal.tree if proposal else None
+        nodes, path = [], []
+        if tree is not None and vtree is not None and result is not None:
+            path = [int(vtree.nodes[i]) for i in result.accepted]
+            if detail:
+                nodes = self._node_records(tree, vtree, result, path)
+        new_tokens = len(state.generated)
+        return StepRecord(
+            step=step, kind=kind, emitted=emitted, accepted_len=accepted_len,
+            draft_ms=timings[0], verify_ms=timings[1], commit_ms=timings[2],
+            drafter_forwards=proposal.forwards if proposal else 0,
+            tree_nodes=(vtree.size - 1) if vtree is not None else 0,
+            candidates=(tree.size - 1) if tree is not None else 0,
+            tree_depth=int(vtree.depths.max()) if vtree is not None else 0,
+            new_tokens=new_tokens, target_forwards=state.forwards, tau=new_tokens / state.forwards,
+            nodes=nodes, accepted_path=path, finished=bool(stop), stop_reason=stop,
+        )
+
+    def _node_records(self, tree: DraftTree, vtree: VerifyTree, result: VerifyResult, path: list[int]) -> list[NodeRecord]:
+        texts = self.target.tokenizer.batch_decode([[t] for t in tree.tokens.tolist()], skip_special_tokens=False)
+        target_prob = {int(c): result.node_target_prob[i] for i, c in enumerate(vtree.nodes.tolist())}
+        on_path = set(path)
+        parents, depths, tokens = tree.parents.tolist(), tree.depths.tolist(), tree.tokens.tolist()
+        logp, scores, kept = tree.logp.tolist(), tree.scores.tolist(), tree.kept.tolist()
+        experts, routing = tree.experts.tolist(), tree.routing.tolist()
+        return [
+            NodeRecord(
+                id=i, parent=parents[i], depth=depths[i], token_id=tokens[i], token=texts[i], logp=logp[i],
+                score=scores[i], kept=kept[i], branch=tree.branches[i], expert=experts[i],
+                routing=[round(x, 4) for x in routing[i]], target_prob=target_prob.get(i), accepted=i in on_path,
+            )
+            for i in range(tree.size)
+        ]
+
+    def _header(self, prompt: str | list[int], prompt_ids: list[int], cfg: EngineConfig) -> dict[str, Any]:
+        drafter_cfg = None
+        drafter = getattr(self.proposer, "drafter", None)
+        if drafter is not None:
+            drafter_cfg = to_dict(drafter.cfg)
+        return header_record(
+            method=self.name,
+            target=self.target.model_id,
+            dtype=str(self.target.dtype).removeprefix("torch."),
+            device=str(self.target.device),
+            engine=to_dict(cfg),
+            drafter=drafter_cfg,
+            prompt=prompt if isinstance(prompt, str) else None,
+            prompt_tokens=len(prompt_ids),
+            versions={"torch": torch.__version__, "python": platform.python_version(), **_versions()},
+            stop_token_ids=sorted(self.target.stop_token_ids),
+        )
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _clock(self) -> float:
+        if self.target.device.type == "cuda":
+            torch.cuda.synchronize(self.target.device)
+        return time.perf_counter()
+
+    @staticmethod
+    def _rows_for_sampling(logits: torch.Tensor, cfg: EngineConfig) -> torch.Tensor:
+        """Sampling uses a CPU generator, so sampled rows move to the CPU; greedy stays put."""
+        return logits if cfg.sampling.greedy else logits.cpu()
+
+
+def _root_only(root_token: int) -> VerifyTree:
+    return VerifyTree(
+        nodes=torch.zeros(1, dtype=torch.int64), tokens=torch.tensor([root_token]), parents=[-1],
+        depths=torch.zeros(1, dtype=torch.int64), mask=torch.ones(1, 1, dtype=torch.bool),
+    )
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    return {"transformers": transformers.__version__}

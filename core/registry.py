@@ -1,0 +1,59 @@
+"""Drafters by name: the shipped checkpoints, any saved drafter folder, or none (plain decoding)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from core.drafter import Drafter, DrafterMismatchError, config_for_target, load_drafter
+from core.drafting import FeatureProposer
+from core.models import DEFAULT_TARGET_ALIASES
+from core.target import TargetModel
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "drafters"
+SHIPPED = {"jakiro": "moe", "eagle": "dense"}
+log = logging.getLogger(__name__)
+
+
+def drafter_folder(name: str) -> Path:
+    return ASSETS / name
+
+
+def build_proposer(spec: str, target: TargetModel, seed: int = 0) -> FeatureProposer | None:
+    """``none`` -> None; ``jakiro``/``eagle`` -> the shipped drafter for the default target
+    (randomly initialised when none is shipped for this target); anything else -> a drafter folder."""
+    if spec == "none":
+        return None
+    if spec in SHIPPED:
+        folder = drafter_folder(spec)
+        if (folder / "drafter.json").is_file() and target.model_id in DEFAULT_TARGET_ALIASES:
+            drafter = load_drafter(folder, target.fingerprint(), target.vocab_size)
+        else:
+            log.warning("no trained %s drafter for %s: using a randomly initialised one (lossless, but slow)",
+                        spec, target.model_id)
+            drafter = random_drafter(target, SHIPPED[spec], seed)
+        name = spec
+    else:
+        folder = Path(spec)
+        if not folder.is_dir():
+            raise DrafterMismatchError(
+                f"unknown drafter {spec!r}: use none, jakiro, eagle, or the path of a saved drafter folder"
+            )
+        drafter = load_drafter(folder, target.fingerprint(), target.vocab_size)
+        name = folder.name
+    return attach(drafter, target, name)
+
+
+def random_drafter(target: TargetModel, ffn: str, seed: int = 0) -> Drafter:
+    """An untrained drafter shaped for ``target`` (tests, and before a trained one exists)."""
+    torch.manual_seed(seed)
+    cfg = config_for_target(target.config, ffn, target.model_id, target.fingerprint())
+    return Drafter(cfg)
+
+
+def attach(drafter: Drafter, target: TargetModel, name: str) -> FeatureProposer:
+    """Put the drafter on the target's device and dtype, bind the frozen head, wrap it as a proposer."""
+    drafter = drafter.to(device=target.device, dtype=target.dtype)
+    drafter.bind_head(target.lm_head.weight)
+    return FeatureProposer(drafter, target.embed, name)

@@ -1,0 +1,182 @@
+"""The target model adapter: any stock Hugging Face causal LM, driven one forward at a time.
+
+The adapter owns no decoding state. Callers pass the KV cache, the positions and (for a draft
+tree) the ancestor mask explicitly; ``forward`` returns the logits and the last hidden states
+(after the final norm, what the drafter learns from).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from core.models import resolve_target
+
+DTYPE_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class PromptError(ValueError):
+    """The prompt cannot be decoded from (empty, or longer than the model's context)."""
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Validate a dtype name for ``device`` (float16 on the CPU is slow and lossy, so refused)."""
+    if name not in DTYPE_BY_NAME:
+        raise ValueError(f"dtype must be one of {sorted(DTYPE_BY_NAME)}, got {name!r}")
+    if name == "float16" and device.type == "cpu":
+        raise ValueError("float16 is not supported on the CPU; use float32 or bfloat16")
+    return DTYPE_BY_NAME[name]
+
+
+@dataclass
+class TargetOutput:
+    logits: torch.Tensor  # [q, vocab] float32
+    hidden: torch.Tensor  # [q, hidden] model dtype, last hidden state after the final norm
+
+
+class TargetModel:
+    """A loaded target: model, tokenizer and the facts the engine needs about them."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_id: str) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.config = model.config
+        self.decoder = model.get_decoder()
+        self.lm_head = model.get_output_embeddings()
+        self.embed_tokens = model.get_input_embeddings()
+        self.stop_token_ids = _stop_token_ids(model, tokenizer)
+        self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
+
+    @classmethod
+    def load(
+        cls, name_or_path: str, dtype: str = "float32", device: str | None = None, trust_remote_code: bool = False
+    ) -> "TargetModel":
+        """Load by hub id (must be in the local HF cache when offline), local folder, or the default alias."""
+        dev = torch.device(device) if device else pick_device()
+        torch_dtype = pick_dtype(dtype, dev)
+        path = resolve_target(name_or_path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+            )
+        except OSError as err:
+            raise ValueError(
+                f"cannot load target model {name_or_path!r}: {err}. Give a local folder with a safetensors "
+                "checkpoint, or a hub id that is already in the local cache."
+            ) from err
+        return cls(model.to(dev), tokenizer, name_or_path)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.lm_head.weight.shape[0])
+
+    def fingerprint(self) -> str:
+        """A short hash of the token embedding: identifies the target a drafter was trained for."""
+        weight = self.embed_tokens.weight.detach()
+        probe = weight[:: max(1, weight.shape[0] // 64), :16].float().cpu()
+        rounded = torch.round(probe * 1e4).to(torch.int64).numpy().tobytes()
+        return hashlib.sha256(rounded + str(tuple(weight.shape)).encode()).hexdigest()[:16]
+
+    def new_cache(self) -> DynamicCache:
+        return DynamicCache(config=self.config)
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # [q] int64
+        positions: torch.Tensor,  # [q] int64, absolute positions
+        cache: DynamicCache,  # grows by q entries (mutated)
+        tree_mask: torch.Tensor | None = None,  # [q, q] bool, True where node i may see node j
+    ) -> TargetOutput:
+        """One forward over ``q`` new tokens appended after the cache; causal unless ``tree_mask`` is given."""
+        past = cache.get_seq_length()
+        mask = None if tree_mask is None else self._additive_mask(tree_mask, past)
+        out = self.decoder(
+            input_ids=input_ids[None].to(self.device),
+            position_ids=positions[None].to(self.device),
+            attention_mask=mask,
+            cache=cache,
+            use_cache=True,
+        )
+        hidden = out.last_hidden_state[0]  # [q, hidden]
+        logits = self.lm_head(hidden).float()  # [q, vocab]
+        return TargetOutput(logits=logits, hidden=hidden)
+
+    def _additive_mask(self, tree_mask: torch.Tensor, past: int) -> torch.Tensor:
+        """[1, 1, q, past + q] additive mask: the whole prefix is visible, tree nodes see their ancestors."""
+        q = tree_mask.shape[0]
+        visible = torch.ones(q, past + q, dtype=torch.bool, device=self.device)
+        visible[:, past:] = tree_mask.to(self.device)
+        mask = torch.zeros(q, past + q, dtype=self.dtype, device=self.device)
+        mask.masked_fill_(~visible, torch.finfo(self.dtype).min)
+        return mask[None, None]
+
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Frozen token embeddings: [n] -> [n, hidden]."""
+        return self.embed_tokens(token_ids.to(self.device))
+
+    def encode_chat(self, prompt: str) -> list[int]:
+        """Token ids of ``prompt`` as one user turn, ready for the assistant's answer.
+
+        The user's text is tokenized with special tokens split, so typed markers such as
+        ``<|im_end|>`` stay plain text and cannot end the turn or inject a role.
+        """
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PromptError("the prompt is empty: type a question or instruction")
+        sentinel = "\u2063JAKIRO_USER_TEXT\u2063"
+        if self.tokenizer.chat_template:
+            rendered = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": sentinel}], tokenize=False, add_generation_prompt=True
+            )
+        else:
+            rendered = sentinel
+        before, after = rendered.split(sentinel)
+        ids = self._encode(before, split_special=False)
+        ids += self._encode(prompt, split_special=True)
+        ids += self._encode(after, split_special=False)
+        if len(ids) >= self.max_context:
+            raise PromptError(
+                f"the prompt is {len(ids)} tokens long but the model's context is {self.max_context} tokens: shorten it"
+            )
+        return ids
+
+    def _encode(self, text: str, split_special: bool) -> list[int]:
+        if not text:
+            return []
+        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"])
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def token_text(self, token_id: int) -> str:
+        """Readable text of one token (special tokens kept, so an end-of-turn is visible)."""
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+
+
+def _stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(int(i) for i in source)
+    for marker in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+        tid = tokenizer.convert_tokens_to_ids(marker) if marker in tokenizer.get_vocab() else None
+        if isinstance(tid, int):
+            ids.add(tid)
+    return frozenset(ids)

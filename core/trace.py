@@ -1,0 +1,225 @@
+"""Trace records: what happened in every decoding step, as plain JSON-ready data.
+
+A trace is a header record followed by one record per target forward ("prefill", then
+"spec" cycles or "plain" steps). Records hold only int/float/str/bool/None/list/dict, so they
+cross process, API and file boundaries unchanged; ``summarize`` computes every metric the UI
+and the benchmarks show from them, and nothing else does.
+
+Vocabulary: tau = tokens emitted per target forward, counting the bonus token (plain = 1.00).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+SCHEMA = "jakiro-trace"
+SCHEMA_VERSION = 1
+MAX_TRACE_BYTES = 64 * 1024 * 1024
+
+
+class TraceError(ValueError):
+    """A trace file is malformed, too large, or of another schema version."""
+
+
+@dataclass
+class NodeRecord:
+    id: int  # index in the cycle's candidate tree (0 = root)
+    parent: int  # -1 for the root
+    depth: int
+    token_id: int
+    token: str
+    logp: float  # draft log-prob of the token given the parent
+    score: float  # cumulative draft log-prob from the root
+    kept: bool  # survived the rerank and was verified
+    branch: str  # root | dense | moe | experts | contrastive
+    expert: int  # proposing expert, -1 when not an MoE node
+    routing: list[float]  # (w0, w1, v0, v1) of the gate that produced the node's distribution
+    target_prob: float | None  # target's probability of the token at its parent (kept nodes only)
+    accepted: bool
+
+
+@dataclass
+class EmittedToken:
+    token_id: int
+    text: str
+    source: str  # "expert 0" | "expert 1" | "draft" | "contrastive" | "bonus" | "target"
+    node: int  # tree node id for accepted drafts, -1 for the target's own token
+
+
+@dataclass
+class StepRecord:
+    step: int
+    kind: str  # "prefill" | "spec" | "plain"
+    emitted: list[EmittedToken]
+    accepted_len: int  # draft tokens accepted this step (emitted = accepted_len + 1 unless truncated)
+    draft_ms: float
+    verify_ms: float
+    commit_ms: float
+    drafter_forwards: int
+    tree_nodes: int  # drafted nodes verified (root excluded)
+    candidates: int  # drafted nodes scored (root excluded)
+    tree_depth: int  # deepest verified node
+    new_tokens: int  # running total
+    target_forwards: int  # running total
+    tau: float  # running tokens per target forward
+    nodes: list[NodeRecord] = field(default_factory=list)
+    accepted_path: list[int] = field(default_factory=list)  # node ids, root first
+    finished: bool = False
+    stop_reason: str = ""  # "" while running; "stop_token" | "max_new_tokens" | "context"
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "step", **asdict(self)}
+
+
+def header_record(**fields: Any) -> dict[str, Any]:
+    """The first line of a trace: schema, models, configs, device and versions."""
+    return {"type": "header", "schema": SCHEMA, "version": SCHEMA_VERSION, **fields}
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read and validate a trace file written by ``write_jsonl``."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_TRACE_BYTES:
+        raise TraceError(f"trace file is {size / 1e6:.1f} MB; the limit is {MAX_TRACE_BYTES / 1e6:.0f} MB")
+    with open(path, encoding="utf-8", errors="strict") as fh:
+        try:
+            return parse_records(fh)
+        except UnicodeDecodeError as err:
+            raise TraceError(f"trace file is not UTF-8 text: {err}") from err
+
+
+def parse_records(lines: Iterable[str]) -> list[dict[str, Any]]:
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TraceError(f"line {number} is not valid JSON: {err.msg}") from err
+        if not isinstance(record, dict) or record.get("type") not in ("header", "step"):
+            raise TraceError(f"line {number} is not a trace record (needs a 'type' of 'header' or 'step')")
+        records.append(record)
+    if not records or records[0]["type"] != "header":
+        raise TraceError("a trace starts with a header record")
+    head = records[0]
+    if head.get("schema") != SCHEMA or head.get("version") != SCHEMA_VERSION:
+        raise TraceError(
+            f"trace schema {head.get('schema')!r} version {head.get('version')!r} is not supported "
+            f"(this build reads {SCHEMA!r} version {SCHEMA_VERSION})"
+        )
+    for number, record in enumerate(records[1:], start=2):
+        missing = [k for k in ("step", "kind", "emitted", "accepted_len", "draft_ms", "verify_ms") if k not in record]
+        if missing:
+            raise TraceError(f"step record {number} lacks {', '.join(missing)}")
+    return records
+
+
+def steps_of(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    return (r for r in records if r.get("type") == "step")
+
+
+@dataclass
+class Summary:
+    new_tokens: int
+    target_forwards: int
+    tau: float  # new_tokens / target_forwards (bonus included; plain decoding = 1.00)
+    spec_steps: int
+    mean_accepted: float  # mean draft tokens accepted per speculative cycle
+    decode_s: float  # draft + verify + commit time of every step, prefill included
+    tokens_per_s: float
+    draft_ms_per_step: float
+    verify_ms_per_step: float
+    commit_ms_per_step: float
+    drafter_forwards_per_step: float
+    tree_nodes_per_step: float
+    acceptance_by_depth: list[float]  # alpha_d = P(depth d accepted | depth d-1 accepted)
+    accept_length_hist: dict[int, int]  # accepted draft tokens per spec cycle -> count
+    expert_usage: dict[str, dict[int, int]]  # source -> depth -> verified nodes
+    expert_acceptance: dict[str, float]  # source -> accepted / verified
+    text_tokens: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def node_source(branch: str, expert: int) -> str:
+    """Provenance label of a drafted node (the UI colours tokens by it)."""
+    if branch == "contrastive":
+        return "contrastive"
+    if expert >= 0:
+        return f"expert {expert}"
+    return "draft"
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> Summary:
+    """Every aggregate metric of a trace."""
+    steps = list(steps_of(records))
+    spec = [s for s in steps if s["kind"] == "spec"]
+    new_tokens = sum(len(s["emitted"]) for s in steps)
+    forwards = len(steps)
+    decode_s = sum(s["draft_ms"] + s["verify_ms"] + s.get("commit_ms", 0.0) for s in steps) / 1e3
+    hist = Counter(int(s["accepted_len"]) for s in spec)
+    max_depth = max((_tree_depth(s) for s in spec), default=0)
+    alphas = []
+    for d in range(1, max_depth + 1):
+        reached = sum(1 for s in spec if s["accepted_len"] >= d - 1 and _tree_depth(s) >= d)
+        accepted = sum(1 for s in spec if s["accepted_len"] >= d)
+        alphas.append(accepted / reached if reached else 0.0)
+    usage: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    verified: Counter[str] = Counter()
+    accepted_by: Counter[str] = Counter()
+    for s in spec:
+        for node in s.get("nodes", []):
+            if node["parent"] < 0 or not node["kept"]:
+                continue
+            source = node_source(node["branch"], node["expert"])
+            usage[source][node["depth"]] += 1
+            verified[source] += 1
+            accepted_by[source] += int(node["accepted"])
+    n_spec = max(1, len(spec))
+    return Summary(
+        new_tokens=new_tokens,
+        target_forwards=forwards,
+        tau=new_tokens / forwards if forwards else 0.0,
+        spec_steps=len(spec),
+        mean_accepted=sum(s["accepted_len"] for s in spec) / n_spec,
+        decode_s=decode_s,
+        tokens_per_s=new_tokens / decode_s if decode_s > 0 else 0.0,
+        draft_ms_per_step=_mean(s["draft_ms"] for s in steps if s["kind"] != "prefill"),
+        verify_ms_per_step=_mean(s["verify_ms"] for s in steps if s["kind"] != "prefill"),
+        commit_ms_per_step=_mean(s.get("commit_ms", 0.0) for s in steps if s["kind"] != "prefill"),
+        drafter_forwards_per_step=sum(s["drafter_forwards"] for s in spec) / n_spec,
+        tree_nodes_per_step=sum(s["tree_nodes"] for s in spec) / n_spec,
+        acceptance_by_depth=alphas,
+        accept_length_hist=dict(sorted(hist.items())),
+        expert_usage={k: dict(sorted(v.items())) for k, v in sorted(usage.items())},
+        expert_acceptance={k: accepted_by[k] / verified[k] for k in sorted(verified)},
+        text_tokens=[t["token_id"] for s in steps for t in s["emitted"]],
+    )
+
+
+def _tree_depth(step: dict[str, Any]) -> int:
+    return int(step.get("tree_depth", 0))
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def finite(value: float) -> float | None:
+    """JSON has no NaN/inf: map them to None."""
+    return value if math.isfinite(value) else None

@@ -1,0 +1,55 @@
+"""Self-distillation data: the target answers the training prompts itself (batched greedy).
+
+Shards of JSON lines (prompt ids + answer ids) are appended under the output folder; a rerun
+skips prompts already answered, so the job resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from core.target import TargetModel
+
+
+def done_count(out_dir: Path) -> int:
+    return sum(1 for shard in out_dir.glob("shard-*.jsonl") for _ in shard.open())
+
+
+def answer_prompts(
+    target: TargetModel, prompts: list[dict], out_dir: Path, batch_size: int = 32, max_new_tokens: int = 160,
+    log_every: int = 1,
+) -> None:
+    """Append the target's greedy answers to ``out_dir/shard-*.jsonl``, resuming after the answered ones."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = done_count(out_dir)
+    todo = prompts[start:]
+    pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else 0
+    stops = sorted(target.stop_token_ids)
+    t0, tokens = time.time(), 0
+    for b in range(0, len(todo), batch_size):
+        batch = todo[b : b + batch_size]
+        ids = [target.encode_chat(p["prompt"])[-768:] for p in batch]
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])  # [b, width] left-padded
+        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        with torch.inference_mode():
+            out = target.model.generate(
+                input_ids=input_ids.to(target.device), attention_mask=attention.to(target.device),
+                max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad,
+            )
+        shard = out_dir / f"shard-{(start + b) // 1024:04d}.jsonl"
+        with shard.open("a") as fh:
+            for prompt, pids, row in zip(batch, ids, out[:, width:].tolist()):
+                answer = []
+                for tok in row:
+                    answer.append(tok)
+                    if tok in target.stop_token_ids:
+                        break
+                tokens += len(answer)
+                fh.write(json.dumps({**prompt, "prompt_ids": pids, "answer_ids": answer}) + "\n")
+        if (b // batch_size) % log_every == 0:
+            rate = tokens / (time.time() - t0)
+            print(f"answered {start + b + len(batch)}/{len(prompts)} prompts, {rate:.0f} answer tokens/s", flush=True)
