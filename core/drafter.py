@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -256,6 +257,6 @@ def load_drafter(folder: str | Path, fingerprint: str | None = None, vocab_size:
     drafter = Drafter(cfg)
     try:
         drafter.load_state_dict(load_file(str(weights_path)), strict=True)
-    except (RuntimeError, OSError, ValueError) as err:
+    except (RuntimeError, OSError, ValueError, SafetensorError) as err:
         raise DrafterMismatchError(f"drafter weights in {weights_path} are damaged or do not match its config: {err}") from err
     return drafter

@@ -11,6 +11,7 @@ import torch
 from transformers import DynamicCache
 
 
+@torch.inference_mode()
 def keep_accepted(cache: DynamicCache, prefix_len: int, slots: torch.Tensor) -> None:
     """Mutates ``cache``: keep the first ``prefix_len`` entries, then the tree entries ``slots``.
 

@@ -1,0 +1,190 @@
+"""Generation orchestration and per-session data: run every method on one prompt, export, load.
+
+The engines (one target, its proposers) are loaded once and shared by every browser session;
+what one user generated lives in a ``Session`` kept in that user's ``gr.State``.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from core.config import EngineConfig, SamplingConfig, TreeConfig
+from core.engine import SpecDecoder
+from core.registry import build_proposer
+from core.target import TargetModel
+from core.trace import Summary, TraceError, read_jsonl, summarize, write_jsonl
+
+from app import views
+
+Record = dict[str, Any]
+UPLOAD_LIMIT_BYTES = 32 * 1024 * 1024
+MAX_UPLOADS = 4
+
+
+@dataclass
+class Engines:
+    """The shared models: one target and one decoder per method, plain decoding ("none") last."""
+
+    target: TargetModel
+    decoders: dict[str, SpecDecoder]
+
+    @property
+    def device(self) -> str:
+        return f"{self.target.device.type}, {str(self.target.dtype).removeprefix('torch.')}"
+
+
+def load_engines(target: str, dtype: str = "float32", drafters: list[str] | None = None, seed: int = 0) -> Engines:
+    """Load the target once and build every proposer on it (slow: call at start-up only)."""
+    model = TargetModel.load(target, dtype=dtype)
+    return engines_for(model, {spec: build_proposer(spec, model, seed) for spec in (drafters or ["jakiro", "eagle"])})
+
+
+def engines_for(target: TargetModel, proposers: dict[str, Any]) -> Engines:
+    """Engines from an already loaded target and proposers (tests pass tiny ones)."""
+    decoders = {name: SpecDecoder(target, proposer, name) for name, proposer in proposers.items() if name != "none"}
+    decoders["none"] = SpecDecoder(target, None, "none")
+    return Engines(target=target, decoders=decoders)
+
+
+def warm_up(engines: Engines) -> None:
+    """One short generation per method, so the first user's timings exclude one-off start-up costs."""
+    for name, decoder in engines.decoders.items():
+        cfg = engine_config(Settings(max_new_tokens=4), is_moe(decoder))
+        decoder.generate("Hi", cfg, detail=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the settings panel holds (the same for every method of one run)."""
+
+    max_new_tokens: int = 48
+    temperature: float = 0.0
+    top_p: float = 1.0
+    tree_top_k: int = 4
+    depth: int = 5
+    total_tokens: int = 24
+    schedule: str = "hybrid"  # for MoE drafters; single-head drafters always use "standard"
+    decoupled: bool = False  # MoE drafters only
+    seed: int = 0
+
+
+def is_moe(decoder: SpecDecoder) -> bool:
+    drafter = getattr(decoder.proposer, "drafter", None)
+    return bool(drafter is not None and drafter.cfg.is_moe)
+
+
+def engine_config(settings: Settings, moe: bool) -> EngineConfig:
+    """The engine config of one method; raises ``ConfigError`` for invalid settings."""
+    return EngineConfig(
+        tree=TreeConfig(
+            top_k=settings.tree_top_k, depth=settings.depth, total_tokens=settings.total_tokens,
+            schedule=settings.schedule if moe else "standard", decoupled=settings.decoupled and moe,
+        ),
+        sampling=SamplingConfig(temperature=settings.temperature, top_p=settings.top_p),
+        max_new_tokens=settings.max_new_tokens,
+        seed=settings.seed,
+    )
+
+
+@dataclass
+class Session:
+    """One browser session's data: the traces by method, and a private folder for exports."""
+
+    traces: dict[str, list[Record]] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    folder: str | None = None
+    source: str = ""  # "generated" or the names of the loaded files
+
+    def summaries(self) -> dict[str, Summary]:
+        return {name: summarize(records) for name, records in self.traces.items()}
+
+    def export_folder(self) -> Path:
+        """Mutates ``self.folder``: created on first use with an unguessable name."""
+        if self.folder is None or not os.path.isdir(self.folder):
+            self.folder = tempfile.mkdtemp(prefix=f"jakiro-explorer-{secrets.token_hex(8)}-")
+        return Path(self.folder)
+
+
+def delete_session(session: Session | None) -> None:
+    """``gr.State`` delete callback: remove the session's export folder."""
+    if session is not None and session.folder:
+        shutil.rmtree(session.folder, ignore_errors=True)
+
+
+def run_all(
+    engines: Engines, prompt: str, settings: Settings, session: Session, min_interval_s: float = 0.2
+) -> Iterator[str]:
+    """Run every method on ``prompt`` in turn, appending records to ``session.traces`` (mutated).
+
+    Yields the running method's name when the UI should refresh: at most every ``min_interval_s``
+    and after each method's last record. Raises ConfigError/PromptError/ValueError before any
+    record when the settings or the prompt cannot be used.
+    """
+    configs = {name: engine_config(settings, is_moe(d)) for name, d in engines.decoders.items()}
+    for name, decoder in engines.decoders.items():
+        if decoder.proposer is not None:
+            decoder.proposer.check_tree(configs[name].tree)
+    engines.target.encode_chat(prompt)  # raises PromptError for an empty or too long prompt
+    session.source = "generated"
+    for name in engines.decoders:
+        session.traces[name] = []
+    last = 0.0
+    for name, decoder in engines.decoders.items():
+        records = session.traces[name]
+        for record in decoder.stream(prompt, configs[name]):
+            records.append(record)
+            now = time.perf_counter()
+            if now - last >= min_interval_s:
+                last = now
+                yield name
+        session.texts[name] = engines.target.decode(summarize(records).text_tokens)
+        last = time.perf_counter()
+        yield name
+
+
+def export_files(session: Session) -> list[str]:
+    """Write one trace JSONL per method and a summary CSV into the session's folder."""
+    folder = session.export_folder()
+    tag = secrets.token_hex(6)
+    paths = []
+    for name, records in session.traces.items():
+        path = folder / f"trace-{_safe(name)}-{tag}.jsonl"
+        write_jsonl(records, path)
+        paths.append(str(path))
+    table = views.summary_table(session.summaries())
+    csv = folder / f"summary-{tag}.csv"
+    table.to_csv(csv, index=False)
+    paths.append(str(csv))
+    return paths
+
+
+def load_session(paths: list[str]) -> Session:
+    """A session from saved trace files (no model needed); raises TraceError with a readable message."""
+    if not paths:
+        raise TraceError("choose one or more .jsonl trace files")
+    if len(paths) > MAX_UPLOADS:
+        raise TraceError(f"load at most {MAX_UPLOADS} trace files at once")
+    session = Session(source=", ".join(Path(p).name for p in paths))
+    for path in paths:
+        size = os.path.getsize(path)
+        if size > UPLOAD_LIMIT_BYTES:
+            raise TraceError(f"{Path(path).name} is {size / 1e6:.1f} MB; the limit is {UPLOAD_LIMIT_BYTES / 1e6:.0f} MB")
+        records = read_jsonl(path)
+        name = str(records[0].get("method") or Path(path).stem)
+        while name in session.traces:
+            name += "'"
+        session.traces[name] = records
+        session.texts[name] = views.trace_text(records)
+    if "none" in session.traces:  # plain decoding is shown last, as in a generated session
+        session.traces["none"] = session.traces.pop("none")
+    return session
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40] or "method"

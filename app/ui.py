@@ -1,0 +1,303 @@
+"""``build_demo``: the explorer's Gradio Blocks. Wiring only; drawing is in ``views``, running in ``session``."""
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from core.config import ConfigError
+from core.target import PromptError
+from core.trace import TraceError
+
+from app import views
+from app.session import (
+    UPLOAD_LIMIT_BYTES, Engines, Session, Settings, delete_session, export_files, load_session, run_all,
+)
+
+DEFAULTS = Settings()
+EXAMPLES = [
+    "Explain speculative decoding in two sentences.",
+    "Write a haiku about the sea.",
+    "List three uses of a paperclip.",
+    "What is the capital of France? Answer in one word.",
+]
+CSS = """
+#counters table { font-size: 0.92em; }
+#counters td, #counters th { padding: 3px 8px; }
+.token-text .textfield { max-height: 240px; overflow-y: auto; }
+"""
+INTRO = (
+    "## Jakiro explorer: MoE vs single-head speculative decoding\n"
+    "Each prompt runs three times on the same target and settings: with the **Jakiro** MoE drafter, with the "
+    "single-head **EAGLE-2** drafter, and with **plain decoding** as the speed baseline. Coloured tokens were "
+    "drafted and accepted (colour = expert or branch that proposed them); grey tokens are the target's own "
+    "(bonus token after a cycle, or plain decoding). **Click a token** to inspect the step that produced it."
+)
+TREE_NOTE = (
+    "<small>Left to right: the root (last accepted token) and the drafted candidates by depth. Black outline and "
+    "thick edges: the accepted path. Faded: scored candidates cut by the rerank (never verified). Hover a node for "
+    "its draft probability, cumulative score, target probability and routing weights (w = MoE head, v = contrastive "
+    "head). Drag to pan, scroll or box-select to zoom, double-click to reset.</small>"
+)
+MASK_NOTE = (
+    "<small>Tree attention mask over the verified nodes (rows attend to columns): each node sees the root and its "
+    "own ancestors only. Dark rows: the accepted path.</small>"
+)
+STATS_NOTE = (
+    "<small>α_d = P(depth d accepted | depth d−1 accepted). Sibling diversity counts distinct tokens among every "
+    "candidate drafted at one depth (1.0 = no two branches proposed the same token). Routing confidence is the "
+    "larger weight of the gate head that produced a node (w for MoE nodes, v for contrastive ones).</small>"
+)
+
+
+def launch_options() -> dict[str, Any]:
+    """Keyword arguments for ``demo.launch`` shared by app.py and the tests."""
+    return {"css": CSS, "footer_links": ["api", "settings"], "max_file_size": UPLOAD_LIMIT_BYTES}
+
+
+def slot_names(names: list[str]) -> tuple[str | None, str | None, str | None]:
+    """The methods shown in the first drafter, second drafter and plain-decoding places."""
+    drafters = [n for n in names if n != "none"]
+    return (drafters[0] if drafters else None, drafters[1] if len(drafters) > 1 else None,
+            "none" if "none" in names else None)
+
+
+def build_demo(engines: Engines | None) -> gr.Blocks:
+    """The app; ``engines=None`` gives a viewer that only loads saved traces."""
+    names = list(engines.decoders) if engines else ["jakiro", "eagle", "none"]
+    first, second, _ = slot_names(names)
+    device = engines.device if engines else ""
+
+    with gr.Blocks(title="Jakiro explorer", delete_cache=(3600, 3600)) as demo:
+        session = gr.State(Session(), time_to_live=6 * 3600, delete_callback=delete_session)
+        gr.Markdown(INTRO)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=300):
+                prompt = gr.Textbox(label="Prompt", lines=3, value=EXAMPLES[0], elem_id="prompt")
+                gr.Examples(EXAMPLES, inputs=[prompt], label="Examples")
+                with gr.Row():
+                    run = gr.Button("Generate", variant="primary", elem_id="generate", interactive=engines is not None)
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                status = gr.Markdown(
+                    "" if engines else "No model loaded: load a saved trace in the **Export / load** tab.",
+                    elem_id="status",
+                )
+                with gr.Accordion("Settings", open=True):
+                    max_new_tokens = gr.Slider(1, 256, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens")
+                    temperature = gr.Slider(0, 2, value=DEFAULTS.temperature, step=0.05,
+                                            label="Temperature (0 = greedy)")
+                    top_p = gr.Slider(0.05, 1, value=DEFAULTS.top_p, step=0.05, label="Top-p (sampling only)")
+                    tree_top_k = gr.Slider(1, 16, value=DEFAULTS.tree_top_k, step=1,
+                                           label="Tree top-k (children per node, frontier width)")
+                    depth = gr.Slider(1, 12, value=DEFAULTS.depth, step=1, label="Tree depth (draft layers)")
+                    total_tokens = gr.Slider(1, 128, value=DEFAULTS.total_tokens, step=1,
+                                             label="Total tokens (nodes verified per cycle)")
+                    schedule = gr.Radio(["hybrid", "standard"], value=DEFAULTS.schedule,
+                                        label="Jakiro schedule (hybrid: last layer from the contrastive head)")
+                    decoupled = gr.Checkbox(value=DEFAULTS.decoupled,
+                                            label="Jakiro decoupled siblings (children from either expert)")
+                    seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=0, label="Seed (sampling)")
+            with gr.Column(scale=3):
+                with gr.Row():
+                    text_a = _token_box(first, "tokens-a")
+                    text_b = _token_box(second, "tokens-b")
+                text_plain = _token_box("none", "tokens-plain")
+                counters = gr.Markdown(
+                    views.counters_markdown({n: None for n in names}, device=device), elem_id="counters"
+                )
+                with gr.Accordion("API summary (what /generate returns)", open=False):
+                    summary_json = gr.JSON(label="Summary")
+
+        with gr.Tabs() as tabs:
+            with gr.Tab("Inspect a step", id="inspect"):
+                with gr.Row():
+                    prev_btn = gr.Button("◀ Previous", scale=0, min_width=110, elem_id="prev-step")
+                    step = gr.Slider(0, 1, value=0, step=1, label="Step (0 = prefill)", elem_id="step", scale=5)
+                    next_btn = gr.Button("Next ▶", scale=0, min_width=110, elem_id="next-step")
+                with gr.Row(equal_height=False):
+                    with gr.Column():
+                        info_a = gr.Markdown()
+                        tree_a = gr.Plot(label=f"Draft tree: {views.method_label(first or '')}", elem_id="tree-a")
+                    with gr.Column():
+                        info_b = gr.Markdown()
+                        tree_b = gr.Plot(label=f"Draft tree: {views.method_label(second or '')}", elem_id="tree-b")
+                gr.Markdown(TREE_NOTE)
+                with gr.Accordion("Tree attention masks", open=False):
+                    with gr.Row():
+                        mask_a = gr.Plot(label=f"Mask: {views.method_label(first or '')}")
+                        mask_b = gr.Plot(label=f"Mask: {views.method_label(second or '')}")
+                    gr.Markdown(MASK_NOTE)
+            with gr.Tab("Statistics", id="stats"):
+                with gr.Row():
+                    acc_depth = gr.Plot(label="Acceptance by depth")
+                    acc_hist = gr.Plot(label="Accept-length histogram")
+                with gr.Row():
+                    usage = gr.Plot(label="Expert usage per depth (verified nodes)")
+                    expert_acc = gr.Plot(label="Acceptance per expert / branch")
+                with gr.Row():
+                    diversity = gr.Plot(label="Sibling diversity (distinct tokens per layer)")
+                    share = gr.Plot(label="Share of candidates per expert")
+                with gr.Row():
+                    confidence = gr.Plot(label="Routing confidence vs acceptance")
+                    gr.Markdown(STATS_NOTE)
+            with gr.Tab("Export / load", id="export"):
+                with gr.Row():
+                    with gr.Column():
+                        export_btn = gr.Button("Export this session (JSONL traces + CSV summary)", elem_id="export")
+                        exported = gr.File(label="Exported files", file_count="multiple", interactive=False,
+                                           elem_id="exported")
+                    with gr.Column():
+                        upload = gr.File(label="Load saved traces (.jsonl, replayed without a model)",
+                                         file_count="multiple", file_types=[".jsonl"], elem_id="upload")
+                        load_status = gr.Markdown()
+
+        text_boxes = [text_a, text_b, text_plain]
+        inspect_outputs = [info_a, info_b, tree_a, tree_b, mask_a, mask_b]
+        stats_outputs = [acc_depth, acc_hist, usage, expert_acc, diversity, share, confidence]
+
+        def generate(prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
+                     decoupled, seed, session):
+            """Run Jakiro, EAGLE-2 and plain decoding on one prompt; stream tokens and counters."""
+            fresh = Session(folder=session.folder if session else None)
+            try:
+                settings = Settings(
+                    max_new_tokens=_as_int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
+                    tree_top_k=_as_int(tree_top_k), depth=_as_int(depth), total_tokens=_as_int(total_tokens),
+                    schedule=str(schedule), decoupled=bool(decoupled), seed=_as_int(seed),
+                )
+                for running in run_all(engines, prompt, settings, fresh):
+                    yield _outputs(fresh, names, device, running, f"Running **{views.method_label(running)}**…")
+            except (ConfigError, PromptError, ValueError, TypeError) as err:
+                gr.Warning(str(err))
+                yield _outputs(fresh, names, device, None, f"⚠️ {err}", error=str(err))
+                return
+            yield _outputs(fresh, names, device, None, "Done. Inspect steps below, or export the traces.")
+
+        def finish(session):
+            return _slider_for(session), *render_step(1, session), *render_stats(session)
+
+        def render_step(value, session):
+            a, b, _ = slot_names(list(session.traces)) if session and session.traces else (first, second, None)
+            traces = session.traces if session else {}
+            value = int(value or 0)
+            out = []
+            for name in (a, b):
+                records = traces.get(name) if name else None
+                out.append(views.step_markdown(name, records, value) if records else "")
+            for name in (a, b):
+                out.append(views.tree_figure(views.step_at(traces.get(name, []), value)))
+            for name in (a, b):
+                out.append(views.mask_figure(views.step_at(traces.get(name, []), value)))
+            return out
+
+        def render_stats(session):
+            traces = session.traces if session else {}
+            summaries = {n: s for n, s in session.summaries().items()} if session else {}
+            return (
+                views.acceptance_by_depth_figure(summaries), views.accept_length_figure(summaries),
+                views.expert_usage_figure(summaries), views.expert_acceptance_figure(summaries),
+                views.sibling_diversity_figure(traces), views.expert_share_figure(traces),
+                views.routing_confidence_figure(traces),
+            )
+
+        def shift(value, delta, session):
+            top = max((views.last_step(r) for r in session.traces.values()), default=0) if session else 0
+            value = min(max(int(value or 0) + delta, 0), top)
+            return value, *render_step(value, session)
+
+        def jump_to_token(slot: int):
+            def handler(evt: gr.SelectData, session):
+                names_now = slot_names(list(session.traces)) if session else (None, None, None)
+                name = names_now[slot]
+                steps = views.token_steps(session.traces.get(name, [])) if name else []
+                index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
+                value = steps[index] if 0 <= index < len(steps) else 0
+                return value, *render_step(value, session), gr.Tabs(selected="inspect")
+            return handler
+
+        def export(session):
+            if not session or not session.traces:
+                gr.Warning("Nothing to export yet: generate or load a trace first.")
+                return None
+            return export_files(session)
+
+        def load(files, session):
+            paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
+            try:
+                loaded = load_session(paths)
+            except (TraceError, OSError) as err:
+                gr.Warning(str(err))
+                return (*_texts(session or Session(), names), gr.skip(), gr.skip(), f"⚠️ {err}", session)
+            loaded.folder = session.folder if session else None
+            shown = list(loaded.traces)
+            note = f"Loaded {', '.join(views.method_label(n) for n in shown)} from {loaded.source}."
+            return (*_texts(loaded, shown), _counters(loaded, shown, ""), views.api_summary(loaded.texts, loaded.summaries()),
+                    note, loaded)
+
+        settings_inputs = [prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
+                           decoupled, seed, session]
+        gen = run.click(
+            generate, settings_inputs, [*text_boxes, counters, summary_json, status, session],
+            api_name="generate", concurrency_limit=1, concurrency_id="model", show_progress="minimal",
+        )
+        after = [step, *inspect_outputs, *stats_outputs]
+        gen.then(finish, session, after, api_visibility="private", concurrency_limit=None)
+        stop.click(None, None, None, cancels=[gen], api_visibility="private").then(
+            finish, session, after, api_visibility="private", concurrency_limit=None)
+        step.input(render_step, [step, session], inspect_outputs, api_visibility="private",
+                   concurrency_limit=None, trigger_mode="always_last", show_progress="hidden")
+        prev_btn.click(lambda v, s: shift(v, -1, s), [step, session], [step, *inspect_outputs],
+                       api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        next_btn.click(lambda v, s: shift(v, 1, s), [step, session], [step, *inspect_outputs],
+                       api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        for slot, box in enumerate(text_boxes):
+            box.select(jump_to_token(slot), [session], [step, *inspect_outputs, tabs], api_visibility="private",
+                       concurrency_limit=None, show_progress="hidden")
+        export_btn.click(export, session, exported, api_visibility="private", concurrency_limit=None)
+        upload.upload(load, [upload, session], [*text_boxes, counters, summary_json, load_status, session],
+                      api_visibility="private", concurrency_limit=None).then(
+            finish, session, after, api_visibility="private", concurrency_limit=None)
+    return demo
+
+
+def _token_box(name: str | None, elem_id: str) -> gr.HighlightedText:
+    return gr.HighlightedText(
+        label=views.method_label(name or "–"), combine_adjacent=False, show_legend=True, show_inline_category=False,
+        color_map=views.legend_for(None, name or ""), elem_id=elem_id, elem_classes=["token-text"], visible=name is not None,
+    )
+
+
+def _texts(session: Session, names: list[str]) -> list[Any]:
+    out = []
+    for name in slot_names(names):
+        records = session.traces.get(name) if name else None
+        label = views.method_label(name) if name else "–"
+        out.append(gr.HighlightedText(value=views.highlighted_tokens(records) if records else [], label=label,
+                                      visible=name is not None, color_map=views.legend_for(records, name or "")))
+    return out
+
+
+def _counters(session: Session, names: list[str], device: str, running: str | None = None) -> str:
+    summaries = session.summaries()
+    return views.counters_markdown({n: summaries.get(n) for n in names}, running=running, device=device)
+
+
+def _outputs(session: Session, names: list[str], device: str, running: str | None, status: str,
+             error: str | None = None) -> tuple[Any, ...]:
+    summaries = session.summaries()
+    finished = {n: s for n, s in summaries.items() if n in session.texts}
+    summary = {"error": error} if error else views.api_summary(session.texts, finished)
+    return (*_texts(session, names), _counters(session, names, device, running), summary, status, session)
+
+
+def _slider_for(session: Session | None) -> Any:
+    top = max((views.last_step(r) for r in session.traces.values()), default=0) if session else 0
+    return gr.update(maximum=max(top, 1), value=1 if top >= 1 else 0)
+
+
+def _as_int(value: Any) -> int:
+    """Sliders and numbers arrive as floats; reject fractions instead of silently rounding them."""
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return int(number)

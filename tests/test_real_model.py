@@ -1,0 +1,43 @@
+"""The real default target (SmolLM2-135M-Instruct, float32): lossless with the shipped drafters."""
+import pytest
+import torch
+
+from core.config import EngineConfig, TreeConfig
+from core.engine import SpecDecoder
+from core.registry import build_proposer
+from core.trace import summarize
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about autumn leaves.",
+    "Explain what a Python list comprehension is.",
+    "Give me three tips for better sleep.",
+    "If I have 12 apples and eat 5, how many are left?",
+]
+
+
+@pytest.fixture(scope="module")
+def plain(real_target):
+    cfg = EngineConfig(max_new_tokens=64)
+    return {p: summarize(SpecDecoder(real_target).generate(p, cfg, detail=False)).text_tokens for p in PROMPTS}
+
+
+def test_sanity_answer(real_target, plain):
+    assert "Paris" in real_target.decode(plain[PROMPTS[0]])
+
+
+def test_plain_matches_hf_generate(real_target, plain):
+    ids = real_target.encode_chat(PROMPTS[1])
+    with torch.inference_mode():
+        out = real_target.model.generate(torch.tensor([ids]), max_new_tokens=64, do_sample=False,
+                                         eos_token_id=sorted(real_target.stop_token_ids), pad_token_id=2)
+    assert plain[PROMPTS[1]] == out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("drafter, schedule", [("jakiro", "hybrid"), ("eagle", "standard")])
+def test_shipped_drafters_are_lossless(real_target, plain, drafter, schedule):
+    decoder = SpecDecoder(real_target, build_proposer(drafter, real_target))
+    cfg = EngineConfig(max_new_tokens=64, tree=TreeConfig(schedule=schedule))
+    for prompt in PROMPTS:
+        records = decoder.generate(prompt, cfg, detail=False)
+        assert summarize(records).text_tokens == plain[prompt], prompt
