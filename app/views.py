@@ -244,16 +244,18 @@ def _hover(node: Record) -> str:
     source = "root" if node["parent"] < 0 else node_source(node["branch"], node["expert"])
     lines = [
         f"<b>{html.escape(repr(node['token']))}</b>  (id {node['id']}, depth {node['depth']}, {source})",
-        f"draft prob {math.exp(node['logp']):.3f} · cumulative score {node['score']:.2f}",
     ]
+    if node["parent"] >= 0:
+        lines.append(f"draft prob {math.exp(node['logp']):.3f} · cumulative score {node['score']:.2f}")
     target = node.get("target_prob")
-    lines.append("target prob " + (f"{target:.3f}" if target is not None else "– (not verified)"))
+    if node["parent"] >= 0:
+        lines.append("target prob " + (f"{target:.3f}" if target is not None else "– (not verified)"))
     routing = node.get("routing") or []
     if len(routing) == 4 and any(routing):
         w0, w1, v0, v1 = routing
         lines.append(f"routing w0 {w0:.2f} w1 {w1:.2f} · v0 {v0:.2f} v1 {v1:.2f}")
-    status = "accepted" if node["accepted"] else ("verified, rejected" if node["kept"] else "cut by the rerank")
-    lines.append(status)
+    if node["parent"] >= 0:
+        lines.append("accepted" if node["accepted"] else ("verified, rejected" if node["kept"] else "cut by the rerank"))
     return "<br>".join(lines)
 
 
@@ -326,8 +328,8 @@ def tree_figure(record: Record | None, label_chars: int = 11) -> go.Figure:
         fig, height=int(min(1400, max(260, 19 * rows + 70))),
         xaxis=dict(visible=False, range=[-0.15, depth + 0.95], fixedrange=False),
         yaxis=dict(visible=False, range=[-rows + 0.4, 0.7]),
-        legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom", font=dict(size=11)),
-        margin=dict(l=5, r=5, t=30, b=5), hoverlabel=dict(align="left"),
+        legend=dict(orientation="h", x=0, y=0, yanchor="top", font=dict(size=11)),
+        margin=dict(l=5, r=5, t=34, b=30), hoverlabel=dict(align="left"),
     )
 
 
@@ -376,18 +378,24 @@ def mask_figure(record: Record | None) -> go.Figure:
 
 
 def _bars(series: dict[str, tuple[list[Any], list[float]]], colors: dict[str, str], xtitle: str, ytitle: str,
-          height: int = 280, barmode: str = "group", hover: dict[str, list[str]] | None = None) -> go.Figure:
+          height: int = 280, barmode: str = "group", hover: dict[str, list[str]] | None = None,
+          rate: bool = False) -> go.Figure:
+    """Bar traces, one per series; ``rate`` fixes the y axis to [0, 1]."""
     if not any(xs for xs, _ in series.values()):
         return empty_figure("no speculative steps yet", height)
     fig = go.Figure()
     for name, (xs, ys) in series.items():
         fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=colors.get(name, "#777777"),
                              hovertext=(hover or {}).get(name), hoverinfo="text+y" if hover else None))
+    yaxis = dict(title=dict(text=ytitle), gridcolor="#e6e6e6", zeroline=False)
+    if rate:
+        yaxis["range"] = [0, 1.05]
+    else:
+        yaxis["rangemode"] = "tozero"
     return _base_layout(
-        fig, height, barmode=barmode, bargap=0.25,
+        fig, height, barmode=barmode, bargap=0.25, yaxis=yaxis,
         xaxis=dict(title=dict(text=xtitle), dtick=1, showgrid=False),
-        yaxis=dict(title=dict(text=ytitle), gridcolor="#e6e6e6", zeroline=False),
-        legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
+        legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
         margin=dict(l=60, r=10, t=30, b=45),
     )
 
@@ -402,7 +410,7 @@ def acceptance_by_depth_figure(summaries: dict[str, Summary]) -> go.Figure:
     series = {method_label(n): (list(range(1, len(s.acceptance_by_depth) + 1)), s.acceptance_by_depth)
               for n, s in drafters.items()}
     colors = {method_label(n): method_color(n, i) for i, n in enumerate(drafters)}
-    return _bars(series, colors, "tree depth d", "acceptance α_d")
+    return _bars(series, colors, "tree depth d", "acceptance α_d", rate=True)
 
 
 def accept_length_figure(summaries: dict[str, Summary]) -> go.Figure:
@@ -414,7 +422,7 @@ def accept_length_figure(summaries: dict[str, Summary]) -> go.Figure:
         lengths = list(range(0, max(s.accept_length_hist, default=0) + 1))
         series[method_label(name)] = (lengths, [s.accept_length_hist.get(k, 0) / total for k in lengths])
     colors = {method_label(n): method_color(n, i) for i, n in enumerate(drafters)}
-    return _bars(series, colors, "draft tokens accepted in one cycle", "share of cycles")
+    return _bars(series, colors, "draft tokens accepted in one cycle", "share of cycles", rate=True)
 
 
 def expert_usage_figure(summaries: dict[str, Summary]) -> go.Figure:
@@ -437,7 +445,7 @@ def expert_acceptance_figure(summaries: dict[str, Summary]) -> go.Figure:
     for name, s in _drafters(summaries).items():
         series[method_label(name)] = (list(s.expert_acceptance), list(s.expert_acceptance.values()))
     colors = {method_label(n): method_color(n, i) for i, n in enumerate(_drafters(summaries))}
-    fig = _bars(series, colors, "proposed by", "accepted ÷ verified")
+    fig = _bars(series, colors, "proposed by", "accepted ÷ verified", rate=True)
     fig.update_xaxes(dtick=None, type="category")
     return fig
 
@@ -480,8 +488,7 @@ def sibling_diversity_figure(traces: dict[str, list[Record]]) -> go.Figure:
         stats = sibling_stats(records)
         series[method_label(name)] = (list(stats), [v["distinct_in_layer"] for v in stats.values()])
         colors[method_label(name)] = method_color(name, i)
-    fig = _bars(series, colors, "tree depth", "distinct tokens ÷ candidates")
-    fig.update_yaxes(range=[0, 1.05])
+    fig = _bars(series, colors, "tree depth", "distinct tokens ÷ candidates", rate=True)
     return fig
 
 
@@ -499,7 +506,7 @@ def expert_share_figure(traces: dict[str, list[Record]]) -> go.Figure:
     colors = {k: SOURCE_COLORS.get(k.split(" · ")[-1], "#777777") for k in series}
     if not series:
         return empty_figure("no MoE drafter in this session", 280)
-    fig = _bars(series, colors, "drafter and depth", "share of candidates", barmode="stack")
+    fig = _bars(series, colors, "drafter and depth", "share of candidates", barmode="stack", rate=True)
     fig.update_xaxes(dtick=None, type="category")
     return fig
 
@@ -538,7 +545,7 @@ def routing_confidence_figure(traces: dict[str, list[Record]]) -> go.Figure:
         colors[label] = method_color(name, i)
     if not series:
         return empty_figure("no MoE drafter in this session", 280)
-    fig = _bars(series, colors, "routing confidence (max gate weight)", "acceptance", hover=hover)
+    fig = _bars(series, colors, "routing confidence (max gate weight)", "acceptance", hover=hover, rate=True)
     fig.update_xaxes(dtick=None, type="category")
     return fig
 

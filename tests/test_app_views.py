@@ -1,0 +1,231 @@
+"""The app's pure views and session helpers, on traces recorded from a tiny random target."""
+from __future__ import annotations
+
+import copy
+import json
+
+import networkx as nx
+import pytest
+
+from app import views
+from app.session import (
+    Session, Settings, delete_session, engine_config, engines_for, export_files, load_session, run_all,
+)
+from core import registry
+from core.config import ConfigError
+from core.engine import SpecDecoder
+from core.target import PromptError
+from core.trace import TraceError, read_jsonl, summarize
+from tests.helpers import OracleProposer, make_tiny_target
+
+SETTINGS = Settings(max_new_tokens=10, tree_top_k=3, depth=3, total_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    target = make_tiny_target(tmp_path_factory.mktemp("tiny") / "model")
+    return engines_for(target, {
+        "jakiro": registry.attach(registry.random_drafter(target, "moe"), target, "jakiro"),
+        "eagle": registry.attach(registry.random_drafter(target, "dense"), target, "eagle"),
+    })
+
+
+@pytest.fixture(scope="module")
+def session(engines):
+    session = Session()
+    assert list(run_all(engines, "Hello there", SETTINGS, session, min_interval_s=0.0))
+    return session
+
+
+@pytest.fixture(scope="module")
+def oracle_trace(engines):
+    """A trace whose trees are fully accepted (the oracle proposes the target's own tokens)."""
+    decoder = SpecDecoder(engines.target, OracleProposer(engines.target), "oracle")
+    return decoder.generate("Hello there", engine_config(SETTINGS, moe=False))
+
+
+def spec_step(records):
+    return next(s for s in records if s.get("kind") == "spec")
+
+
+def test_run_all_records_every_method_in_order(session):
+    assert list(session.traces) == ["jakiro", "eagle", "none"]
+    for name, records in session.traces.items():
+        assert records[0]["type"] == "header" and records[0]["method"] == name
+        assert summarize(records).new_tokens == SETTINGS.max_new_tokens
+    assert session.texts["jakiro"] == session.texts["eagle"] == session.texts["none"]  # greedy is lossless
+
+
+def test_highlighted_tokens_follow_the_emitted_records(session):
+    records = session.traces["jakiro"]
+    pairs = views.highlighted_tokens(records)
+    steps = views.token_steps(records)
+    assert len(pairs) == len(steps) == SETTINGS.max_new_tokens
+    assert {label for _, label in pairs} <= set(views.SOURCE_COLORS)
+    assert pairs[0][1] == "target" and steps[0] == 0  # the prefill emits the target's own token
+    assert steps == sorted(steps)
+    assert all(text for text, _ in pairs)
+    assert views.display_text("\n") == "↵\n" and views.display_text("") == "∅"
+
+
+def test_counters_and_api_summary(session):
+    summaries = session.summaries()
+    md = views.counters_markdown(summaries)
+    assert "Jakiro (MoE)" in md and "plain decoding" in md and "τ" in md and "UI time excluded" in md
+    summary = views.api_summary(session.texts, summaries)
+    assert set(summary) == {"jakiro", "eagle", "none"}
+    for name, entry in summary.items():
+        assert {"text", "tau", "tokens_per_s", "speedup"} <= set(entry)
+        assert entry["tokens_per_s"] > 0
+    assert summary["none"]["speedup"] == 1.0
+    ratio = summaries["jakiro"].tokens_per_s / summaries["none"].tokens_per_s
+    assert summary["jakiro"]["speedup"] == pytest.approx(ratio, rel=1e-3)
+    running = views.counters_markdown({"jakiro": summaries["jakiro"], "none": None}, running="jakiro")
+    assert "after plain run" in running and "⏳" in running
+
+
+def test_tidy_layout_has_no_crossings_and_centres_parents(session):
+    for name in ("jakiro", "eagle"):
+        record = spec_step(session.traces[name])
+        graph = views.tree_graph(record["nodes"])
+        pos = views.tidy_layout(graph)
+        assert set(pos) == set(graph.nodes)
+        leaves = [n for n in graph if graph.out_degree(n) == 0]
+        assert len({pos[n][1] for n in leaves}) == len(leaves)  # one row per leaf
+        for node in graph:
+            assert pos[node][0] == graph.nodes[node]["depth"]
+            kids = sorted(graph.successors(node), key=lambda c: -pos[c][1])
+            if kids:
+                assert pos[node][1] == pytest.approx((pos[kids[0]][1] + pos[kids[-1]][1]) / 2)
+        # siblings' subtrees occupy disjoint row ranges, so no two edges cross
+        for node in graph:
+            subtrees = [{k} | nx.descendants(graph, k) for k in graph.successors(node)]
+            spans = sorted((min(pos[d][1] for d in sub), max(pos[d][1] for d in sub)) for sub in subtrees)
+            assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_tree_figure_traces(session, oracle_trace):
+    record = spec_step(session.traces["jakiro"])
+    fig = views.tree_figure(record)
+    names = [t.name for t in fig.data]
+    assert names[:2] == ["edges", "accepted path"]
+    assert "root" in names and "expert 0" in names or "expert 1" in names
+    nodes = sum(len(t.x) for t in fig.data[2:])
+    assert nodes == len(record["nodes"])
+    assert None in fig.data[0].x  # one edge trace, None-separated
+    assert fig.layout.height >= 260
+    faded = [c for t in fig.data[2:] for c in t.textfont.color if c == views.FADED]
+    assert len(faded) == sum(not n["kept"] for n in record["nodes"])
+    hover = " ".join(h for t in fig.data[2:] for h in t.hovertext)
+    assert "draft prob" in hover and "routing w0" in hover and "target prob" in hover
+    # the oracle's trees are accepted along the best chain: the path trace is drawn
+    oracle = spec_step(oracle_trace)
+    assert oracle["accepted_len"] == SETTINGS.depth
+    path = views.tree_figure(oracle).data[1]
+    assert sum(x is None for x in path.x) == len(oracle["accepted_path"]) - 1
+
+
+def test_tree_figure_escapes_tokens(session):
+    record = copy.deepcopy(spec_step(session.traces["eagle"]))
+    record["nodes"][1]["token"] = "<s>"
+    fig = views.tree_figure(record)
+    texts = [x for t in fig.data[2:] for x in t.text]
+    hover = " ".join(h for t in fig.data[2:] for h in t.hovertext)
+    assert "&lt;s&gt;" in texts and "<s>" not in texts
+    assert "&lt;s&gt;" in hover and "<s>" not in hover
+    assert views.figure_token(" a very long token indeed") == "␣a␣very␣lon…"
+
+
+def test_tree_and_mask_for_steps_without_a_tree(session):
+    prefill = views.step_at(session.traces["jakiro"], 0)
+    for fig in (views.tree_figure(prefill), views.mask_figure(prefill), views.tree_figure(None)):
+        assert fig.layout.annotations and not fig.data
+    assert "no step 999" in views.step_markdown("jakiro", session.traces["jakiro"], 999)
+    assert "prefill" in views.step_markdown("jakiro", session.traces["jakiro"], 0)
+    assert "accepted" in views.step_markdown("jakiro", session.traces["jakiro"], 1)
+
+
+def test_mask_is_the_ancestor_relation_of_kept_nodes(session):
+    record = spec_step(session.traces["jakiro"])
+    kept, mask = views.ancestor_rows(record["nodes"])
+    assert kept[0] == 0 and len(kept) == record["tree_nodes"] + 1
+    parent = {n["id"]: n["parent"] for n in record["nodes"]}
+    for i, node in enumerate(kept):
+        assert mask[i][i] == 1 and mask[i][0] == 1
+        assert sum(mask[i]) == next(n["depth"] for n in record["nodes"] if n["id"] == node) + 1
+        if node:
+            assert mask[i][kept.index(parent[node])] == 1
+    fig = views.mask_figure(record)
+    assert len(fig.data[0].z) == len(kept)
+
+
+def test_statistics_figures(session):
+    summaries = session.summaries()
+    traces = session.traces
+    figures = [
+        views.acceptance_by_depth_figure(summaries), views.accept_length_figure(summaries),
+        views.expert_usage_figure(summaries), views.expert_acceptance_figure(summaries),
+        views.sibling_diversity_figure(traces), views.expert_share_figure(traces),
+        views.routing_confidence_figure(traces),
+    ]
+    for fig in figures:
+        assert fig.data and fig.layout.height
+        json.loads(fig.to_json())
+    assert {t.name for t in figures[0].data} == {"Jakiro (MoE)", "EAGLE-2 (single head)"}
+    assert views.acceptance_by_depth_figure({}).layout.annotations  # empty state, no crash
+
+
+def test_sibling_stats_and_routing_confidence(session):
+    stats = views.sibling_stats(session.traces["jakiro"])
+    assert sorted(stats) == list(range(1, SETTINGS.depth + 1))
+    for row in stats.values():
+        assert 0 < row["distinct_in_layer"] <= 1 and 0 < row["distinct_among_siblings"] <= 1
+        assert sum(v for k, v in row.items() if k.startswith("share ")) == pytest.approx(1.0)
+    assert "share contrastive" in stats[SETTINGS.depth]  # hybrid schedule: the last layer is contrastive
+    rows = views.routing_confidence(session.traces["jakiro"])
+    kept = sum(1 for s in views.spec_steps(session.traces["jakiro"]) for n in s["nodes"] if n["kept"] and n["parent"] >= 0)
+    assert sum(r["nodes"] for r in rows) == kept
+    assert views.routing_confidence(session.traces["eagle"]) == [
+        {**r, "nodes": 0, "acceptance": 0.0} for r in views.routing_confidence(session.traces["eagle"])
+    ]
+
+
+def test_summary_table_and_export_round_trip(session, tmp_path):
+    table = views.summary_table(session.summaries())
+    assert list(table["method"]) == ["jakiro", "eagle", "none"]
+    assert {"tau", "tokens_per_s", "speedup_vs_plain", "acceptance_by_depth"} <= set(table.columns)
+    exported = Session(traces=session.traces, texts=session.texts)
+    paths = export_files(exported)
+    try:
+        assert len(paths) == 4 and paths[-1].endswith(".csv")
+        assert all(len(p.rsplit("-", 1)[-1].split(".")[0]) == 12 for p in paths)  # random tag in every name
+        loaded = load_session(paths[:3])
+        assert list(loaded.traces) == ["jakiro", "eagle", "none"]
+        assert loaded.traces["jakiro"] == read_jsonl(paths[0])
+        assert views.trace_text(loaded.traces["none"]) == session.texts["none"]
+    finally:
+        delete_session(exported)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "step"}\n')
+    with pytest.raises(TraceError):
+        load_session([str(bad)])
+    with pytest.raises(TraceError):
+        load_session([])
+
+
+@pytest.mark.parametrize("settings, error", [
+    (Settings(depth=1, schedule="hybrid"), ConfigError),
+    (Settings(top_p=0.0), ConfigError),
+    (Settings(max_new_tokens=0), ConfigError),
+    (Settings(tree_top_k=0), ConfigError),
+])
+def test_invalid_settings_raise_before_any_record(engines, settings, error):
+    session = Session()
+    with pytest.raises(error):
+        list(run_all(engines, "Hi", settings, session))
+    assert session.traces == {}
+
+
+def test_empty_prompt_is_a_prompt_error(engines):
+    with pytest.raises(PromptError):
+        list(run_all(engines, "   ", SETTINGS, Session()))
