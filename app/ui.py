@@ -83,7 +83,8 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     elem_id="status",
                 )
                 with gr.Accordion("Settings", open=True):
-                    max_new_tokens = gr.Slider(1, 256, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens")
+                    max_new_tokens = gr.Slider(1, 256, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens",
+                                               elem_id="max-new-tokens")
                     temperature = gr.Slider(0, 2, value=DEFAULTS.temperature, step=0.05,
                                             label="Temperature (0 = greedy)")
                     top_p = gr.Slider(0.05, 1, value=DEFAULTS.top_p, step=0.05, label="Top-p (sampling only)")
@@ -116,10 +117,10 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     next_btn = gr.Button("Next ▶", scale=0, min_width=110, elem_id="next-step")
                 with gr.Row(equal_height=False):
                     with gr.Column():
-                        info_a = gr.Markdown()
+                        info_a = gr.Markdown(elem_id="info-a")
                         tree_a = gr.Plot(label=f"Draft tree: {views.method_label(first or '')}", elem_id="tree-a")
                     with gr.Column():
-                        info_b = gr.Markdown()
+                        info_b = gr.Markdown(elem_id="info-b")
                         tree_b = gr.Plot(label=f"Draft tree: {views.method_label(second or '')}", elem_id="tree-b")
                 gr.Markdown(TREE_NOTE)
                 with gr.Accordion("Tree attention masks", open=False):

@@ -1,0 +1,92 @@
+"""The app in a real headless Chromium (Debian's, driven by Playwright) on a tiny random target."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium at /usr/bin/chromium"),
+    pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
+]
+playwright = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    from app.session import engines_for
+    from app.ui import build_demo, launch_options
+    from core import registry
+    from tests.helpers import make_tiny_target
+
+    target = make_tiny_target(tmp_path_factory.mktemp("tiny") / "model")
+    engines = engines_for(target, {
+        "jakiro": registry.attach(registry.random_drafter(target, "moe"), target, "jakiro"),
+        "eagle": registry.attach(registry.random_drafter(target, "dense"), target, "eagle"),
+    })
+    demo = build_demo(engines)
+    demo.queue(max_size=8)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options())
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"],
+        )
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.goto(app_url)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def test_generate_inspect_scrub_and_export(page, tmp_path):
+    expect = playwright.expect
+    page.locator("#prompt textarea").fill("Name a colour.")
+    page.locator("#max-new-tokens input[type=number]").fill("12")
+    page.locator("#generate").click()
+
+    # tokens appear in all three boxes, and the run finishes
+    expect(page.locator("#status")).to_contain_text("Done", timeout=60_000)
+    for box in ("#tokens-a", "#tokens-b", "#tokens-plain"):
+        expect(page.locator(f"{box} .token")).to_have_count(12)
+    expect(page.locator("#counters")).to_contain_text("plain decoding")
+
+    # the inspect tab draws both trees at step 1
+    tree = page.locator("#tree-a .js-plotly-plot .scatterlayer .point")
+    expect(tree.first).to_be_visible(timeout=20_000)
+    assert tree.count() > 5
+    expect(page.locator("#tree-b .js-plotly-plot .scatterlayer .point").first).to_be_visible()
+    expect(page.locator("#info-a")).to_contain_text("step 1")
+
+    # scrub: next step, then a click on a token jumps to the step that produced it
+    page.locator("#next-step").click()
+    expect(page.locator("#info-a")).to_contain_text("step 2")
+    expect(page.locator("#step input[type=number]")).to_have_value("2")
+    page.locator("#tokens-b .token").nth(5).click()
+    expect(page.locator("#info-b")).to_contain_text("step 5")
+    expect(page.locator("#step input[type=number]")).to_have_value("5")
+
+    # export: the session's traces and summary table download
+    page.get_by_role("tab", name="Export / load", exact=True).click()
+    page.locator("#export").click()
+    link = page.locator("#exported a[href*='trace-jakiro']").first
+    expect(link).to_be_visible(timeout=20_000)
+    with page.expect_download() as info:
+        link.click()
+    saved = tmp_path / "trace.jsonl"
+    info.value.save_as(saved)
+    lines = Path(saved).read_text().splitlines()
+    assert '"type": "header"' in lines[0] and len(lines) == 13  # header + prefill + 11 one-token cycles
+    expect(page.locator("#exported a[href*='summary-']")).to_be_visible()
