@@ -82,7 +82,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     "" if engines else "No model loaded: load a saved trace in the **Export / load** tab.",
                     elem_id="status",
                 )
-                with gr.Accordion("Settings", open=True):
+                with gr.Accordion("Settings", open=False, elem_id="settings"):
                     max_new_tokens = gr.Slider(1, 256, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens",
                                                elem_id="max-new-tokens")
                     temperature = gr.Slider(0, 2, value=DEFAULTS.temperature, step=0.05,
@@ -150,7 +150,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     with gr.Column():
                         upload = gr.File(label="Load saved traces (.jsonl, replayed without a model)",
                                          file_count="multiple", file_types=[".jsonl"], elem_id="upload")
-                        load_status = gr.Markdown()
+                        load_status = gr.Markdown(elem_id="load-status")
 
         text_boxes = [text_a, text_b, text_plain]
         inspect_outputs = [info_a, info_b, tree_a, tree_b, mask_a, mask_b]

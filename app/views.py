@@ -47,6 +47,7 @@ COUNTER_DEFINITIONS = (
 def visible_token(text: str, limit: int = 12) -> str:
     """A token made readable in a figure: whitespace shown, long tokens cut. Not escaped."""
     shown = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
+    shown = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in shown)
     if not shown:
         shown = "∅"
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
@@ -134,7 +135,10 @@ def counters_markdown(summaries: dict[str, Summary | None], running: str | None 
             f"| {label} | {summary.new_tokens} | {summary.target_forwards} | {summary.tau:.2f} | "
             f"{summary.tokens_per_s:.1f} | {shown_speedup} | {draft} | {summary.verify_ms_per_step:.1f} | {accepted} |"
         )
-    note = f"\n\n<small>{COUNTER_DEFINITIONS}{(' Device: ' + device + '.') if device else ''}</small>"
+    where = f" Device: {device}." if device else ""
+    if device.startswith("cpu"):
+        where += " On a CPU the timings show the trend, not GPU speedups."
+    note = f"\n\n<small>{COUNTER_DEFINITIONS}{where}</small>"
     return "\n".join(rows) + note
 
 

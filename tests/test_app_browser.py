@@ -54,6 +54,7 @@ def page(app_url):
 def test_generate_inspect_scrub_and_export(page, tmp_path):
     expect = playwright.expect
     page.locator("#prompt textarea").fill("Name a colour.")
+    page.locator("#settings").get_by_text("Settings").first.click()
     page.locator("#max-new-tokens input[type=number]").fill("12")
     page.locator("#generate").click()
 
@@ -90,3 +91,9 @@ def test_generate_inspect_scrub_and_export(page, tmp_path):
     lines = Path(saved).read_text().splitlines()
     assert '"type": "header"' in lines[0] and len(lines) == 13  # header + prefill + 11 one-token cycles
     expect(page.locator("#exported a[href*='summary-']")).to_be_visible()
+
+    # load the saved trace back: it replays without running a model
+    page.locator("#upload input[type=file]").set_input_files(str(saved))
+    expect(page.locator("#load-status")).to_contain_text("Loaded Jakiro (MoE)", timeout=20_000)
+    expect(page.locator("#tokens-a .token")).to_have_count(12)
+    expect(page.locator("#tokens-b")).to_be_hidden()
