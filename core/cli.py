@@ -1,4 +1,4 @@
-"""Command line: ``python -m core generate|prepare ...`` (argparse lives only here)."""
+"""Command line: ``python -m core generate|bench|train|prepare ...`` (argparse lives at the edges)."""
 from __future__ import annotations
 
 import argparse
@@ -7,11 +7,13 @@ import sys
 import time
 from typing import Sequence
 
+from core.bench import add_parser as add_bench_parser
 from core.config import ConfigError, EngineConfig, SamplingConfig, TreeConfig
 from core.drafter import DrafterMismatchError
 from core.models import DEFAULT_TARGET, ModelSourceError
-from core.trace import TraceError, summarize, write_jsonl
 from core.target import PromptError
+from core.trace import TraceError, summarize, write_jsonl
+from core.train.cli import add_parser as add_train_parser
 
 USER_ERRORS = (ConfigError, PromptError, DrafterMismatchError, ModelSourceError, TraceError, ValueError, OSError)
 
@@ -111,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="convert the default model into the cache (done by make setup)")
     prep.add_argument("--target", default=DEFAULT_TARGET)
     prep.set_defaults(func=cmd_prepare)
+    add_bench_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

@@ -1,0 +1,99 @@
+"""``python -m core train answers|features|fit``: the three resumable stages of drafter training."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from core.models import DEFAULT_TARGET, cache_dir
+
+
+def add_parser(subparsers) -> None:
+    train = subparsers.add_parser("train", help="build training data and train a drafter")
+    stages = train.add_subparsers(dest="stage", required=True)
+    default_root = cache_dir() / "train"
+
+    ans = stages.add_parser("answers", help="self-distillation: the target answers the training prompts")
+    ans.add_argument("--target", default=DEFAULT_TARGET)
+    ans.add_argument("--dtype", default="bfloat16")
+    ans.add_argument("--prompts", type=int, default=6000, help="how many prompts to build (resumes)")
+    ans.add_argument("--batch-size", type=int, default=32)
+    ans.add_argument("--max-new-tokens", type=int, default=160)
+    ans.add_argument("--out", type=Path, default=default_root / "answers")
+    ans.set_defaults(func=cmd_answers)
+
+    feat = stages.add_parser("features", help="record the target's features on the training sequences")
+    feat.add_argument("--target", default=DEFAULT_TARGET)
+    feat.add_argument("--dtype", default="bfloat16")
+    feat.add_argument("--answers", type=Path, default=default_root / "answers")
+    feat.add_argument("--chitchat", type=int, default=0, help="also teacher-force this many human conversations")
+    feat.add_argument("--out", type=Path, default=default_root / "features.safetensors")
+    feat.set_defaults(func=cmd_features)
+
+    fit = stages.add_parser("fit", help="train (or resume) a drafter on recorded features")
+    fit.add_argument("--target", default=DEFAULT_TARGET)
+    fit.add_argument("--features", type=Path, nargs="+", default=[default_root / "features.safetensors"])
+    fit.add_argument("--run", type=Path, required=True, help="checkpoint folder (resumes when it exists)")
+    fit.add_argument("--export", type=Path, default=None, help="copy the final drafter here (e.g. assets/drafters/jakiro)")
+    fit.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
+    from core.train.loop import TrainConfig
+
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "ffn":
+            fit.add_argument(flag, required=True, choices=["dense", "moe"])
+        else:
+            fit.add_argument(flag, type=type(f.default), default=f.default)
+    fit.set_defaults(func=cmd_fit)
+
+
+def cmd_answers(args: argparse.Namespace) -> int:
+    from core.target import TargetModel
+    from core.train.prompts import build_prompts
+    from core.train.selfdistill import answer_prompts
+
+    target = TargetModel.load(args.target, args.dtype)
+    answer_prompts(target, build_prompts(args.prompts), args.out, args.batch_size, args.max_new_tokens)
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from core.target import TargetModel
+    from core.train.data import chitchat_conversations, record_features, self_distilled
+
+    target = TargetModel.load(args.target, args.dtype)
+    sequences = self_distilled(args.answers)
+    if args.chitchat:
+        sequences += chitchat_conversations(target, args.chitchat)
+    if not sequences:
+        raise ValueError(f"no training sequences: run `python -m core train answers` first (looked in {args.answers})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    record_features(target, sequences, args.out)
+    tokens = sum(len(s.ids) for s in sequences)
+    print(f"recorded {len(sequences)} sequences, {tokens} tokens -> {args.out}")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    import shutil
+
+    from core.target import TargetModel
+    from core.train.data import load_features
+    from core.train.loop import TrainConfig, train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    target = TargetModel.load(args.target, "float32")
+    data = load_features(args.features)
+    state = train(target, data, cfg, args.run, args.max_minutes)
+    print(json.dumps({"step": state["step"], "done": state["done"], "final": state["final"]}))
+    if args.export:
+        args.export.mkdir(parents=True, exist_ok=True)
+        for name in ("drafter.safetensors", "drafter.json"):
+            shutil.copy2(args.run / name, args.export / name)
+        meta = json.loads((args.export / "drafter.json").read_text())
+        meta["recipe"] = {"train_config": asdict(cfg), "features": [str(p) for p in args.features],
+                          "sequences": len(data), "tokens": int(data.ids.numel()),
+                          "assistant_tokens": int(data.loss_mask.sum())}
+        (args.export / "drafter.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return 0

@@ -1,0 +1,151 @@
+"""Training sequences and the target features recorded on them.
+
+A training sequence is a chat: token ids plus a loss mask marking the assistant's tokens (the
+ones a drafter must learn to propose). Two kinds feed the drafters:
+- self-distilled: a prompt answered by the target itself (``selfdistill.py``);
+- teacher-forced fixed text: real human conversations, the second speaker as the assistant.
+The target runs once over every sequence (teacher forcing) and its last hidden states are
+stored in safetensors shards in a compact dtype, outside git.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from core.target import TargetModel
+
+MAX_LEN = 640
+
+
+@dataclass
+class Sequence:
+    ids: list[int]
+    loss_mask: list[int]  # 1 where the token is an assistant token
+    source: str
+
+
+@dataclass
+class FeatureSet:
+    """All recorded sequences, concatenated."""
+
+    ids: torch.Tensor  # [T] int64
+    loss_mask: torch.Tensor  # [T] bool
+    hidden: torch.Tensor  # [T, H] bfloat16, target's last hidden state at each token
+    offsets: torch.Tensor  # [S + 1] int64, sequence s spans offsets[s]:offsets[s+1]
+
+    def __len__(self) -> int:
+        return self.offsets.numel() - 1
+
+    def sequence(self, s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        a, b = int(self.offsets[s]), int(self.offsets[s + 1])
+        return self.ids[a:b], self.loss_mask[a:b], self.hidden[a:b]
+
+
+def encode_conversation(target: TargetModel, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Chat-template ids of a conversation and a mask of the assistant tokens (their end marker included).
+
+    Message texts are tokenized with special tokens split, exactly as ``TargetModel.encode_chat`` does.
+    """
+    sentinels = [f"\u2063MSG{i}\u2063" for i in range(len(messages))]
+    rendered = target.tokenizer.apply_chat_template(
+        [{"role": m["role"], "content": s} for m, s in zip(messages, sentinels)], tokenize=False
+    )
+    ids: list[int] = []
+    mask: list[int] = []
+    rest = rendered
+    previous_role = None
+    for message, sentinel in zip(messages + [None], sentinels + [None]):
+        template_text, rest = rest.split(sentinel, 1) if sentinel else (rest, "")
+        piece = target._encode(template_text, split_special=False)
+        closes_answer = previous_role == "assistant" and piece[:1] and piece[0] in target.stop_token_ids
+        ids += piece
+        mask += [1] * int(bool(closes_answer)) + [0] * (len(piece) - int(bool(closes_answer)))
+        if message is None:
+            break
+        body = target._encode(message["content"], split_special=True)
+        ids += body
+        mask += [int(message["role"] == "assistant")] * len(body)
+        previous_role = message["role"]
+    return ids, mask
+
+
+def self_distilled(answers_dir: Path) -> list[Sequence]:
+    """Sequences from the answer shards written by ``selfdistill.answer_prompts``."""
+    out = []
+    for shard in sorted(answers_dir.glob("shard-*.jsonl")):
+        for line in shard.open():
+            rec = json.loads(line)
+            ids = rec["prompt_ids"] + rec["answer_ids"]
+            mask = [0] * len(rec["prompt_ids"]) + [1] * len(rec["answer_ids"])
+            out.append(Sequence(ids=ids[-MAX_LEN:], loss_mask=mask[-MAX_LEN:], source=rec.get("source", "answers")))
+    return out
+
+
+def chitchat_conversations(target: TargetModel, limit: int, seed: int = 0) -> list[Sequence]:
+    """Human conversations from chitchat-dataset as chats (the second speaker is the assistant)."""
+    spec = importlib.util.find_spec("chitchat_dataset")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    data = json.loads((Path(list(spec.submodule_search_locations)[0]) / "dataset.json").read_text())
+    convos = list(data.values())
+    random.Random(seed).shuffle(convos)
+    out = []
+    for convo in convos[:limit]:
+        messages = []
+        for i, turn in enumerate(convo["messages"][:12]):
+            text = " ".join(m["text"].strip() for m in turn).strip()
+            if text:
+                messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+        if len(messages) >= 2:
+            ids, mask = encode_conversation(target, messages)
+            out.append(Sequence(ids=ids[:MAX_LEN], loss_mask=mask[:MAX_LEN], source="chitchat-fixed"))
+    return out
+
+
+@torch.inference_mode()
+def record_features(target: TargetModel, sequences: list[Sequence], path: Path, batch_tokens: int = 8192) -> None:
+    """Run the target over every sequence (batched, right-padded) and save one safetensors shard."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].ids))
+    hidden: list[torch.Tensor | None] = [None] * len(sequences)
+    i = 0
+    while i < len(order):
+        width = len(sequences[order[i]].ids)
+        j = i
+        while j < len(order) and (j - i + 1) * len(sequences[order[j]].ids) <= batch_tokens:
+            j += 1
+        j = max(j, i + 1)
+        batch = [sequences[k] for k in order[i:j]]
+        width = max(len(s.ids) for s in batch)
+        ids = torch.tensor([s.ids + [0] * (width - len(s.ids)) for s in batch])
+        attn = torch.tensor([[1] * len(s.ids) + [0] * (width - len(s.ids)) for s in batch])
+        out = target.decoder(input_ids=ids.to(target.device), attention_mask=attn.to(target.device)).last_hidden_state
+        for row, k in enumerate(order[i:j]):
+            hidden[k] = out[row, : len(sequences[k].ids)].to(torch.bfloat16).cpu()
+        i = j
+    lengths = torch.tensor([len(s.ids) for s in sequences])
+    save_file({
+        "ids": torch.tensor([t for s in sequences for t in s.ids], dtype=torch.int64),
+        "loss_mask": torch.tensor([t for s in sequences for t in s.loss_mask], dtype=torch.bool),
+        "hidden": torch.cat(hidden),  # type: ignore[arg-type]
+        "offsets": torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]),
+    }, str(path))
+
+
+def load_features(paths: list[Path]) -> FeatureSet:
+    parts = [load_file(str(p)) for p in paths]
+    offsets, base = [torch.zeros(1, dtype=torch.int64)], 0
+    for part in parts:
+        offsets.append(part["offsets"][1:] + base)
+        base += int(part["offsets"][-1])
+    return FeatureSet(
+        ids=torch.cat([p["ids"] for p in parts]),
+        loss_mask=torch.cat([p["loss_mask"] for p in parts]),
+        hidden=torch.cat([p["hidden"] for p in parts]),
+        offsets=torch.cat(offsets),
+    )

@@ -1,0 +1,222 @@
+"""The drafter training loop: AdamW, warmup + cosine, clipping, feature noise, resumable checkpoints.
+
+It runs through ``accelerate`` so the same code trains on one CPU core or on several GPUs
+(``accelerate launch -m core train fit ...``). Checkpoints are safetensors + JSON only.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from core.config import ConfigError
+from core.drafter import Drafter, config_for_target, load_drafter, save_drafter
+from core.target import TargetModel
+from core.train.data import FeatureSet
+from core.train.losses import drafter_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    ffn: str  # "dense" (EAGLE-2) or "moe" (Jakiro)
+    draft_vocab: int = 8192  # 0 = full vocabulary
+    epochs: float = 4.0
+    lr: float = 3e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 1e-3
+    warmup_steps: int = 60
+    batch_tokens: int = 4096
+    grad_clip: float = 0.5
+    noise: float = 0.2  # uniform feature noise amplitude, scaled by 512 / seq_len as in EAGLE
+    w_reg: float = 1.0
+    w_ce: float = 0.1
+    holdout_every: int = 50  # every n-th sequence is held out for evaluation
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ffn not in ("dense", "moe"):
+            raise ConfigError(f"ffn must be 'dense' or 'moe', got {self.ffn!r}")
+        if not (self.epochs > 0 and self.lr > 0 and self.batch_tokens >= 64):
+            raise ConfigError("epochs and lr must be positive and batch_tokens >= 64")
+
+
+def draft_vocabulary(data: FeatureSet, size: int, always: frozenset[int]) -> torch.Tensor:
+    """The ``size`` most frequent assistant tokens (stop tokens always included), by frequency."""
+    counts = Counter(data.ids[data.loss_mask].tolist())
+    ids = [t for t in always] + [t for t, _ in counts.most_common() if t not in always]
+    ids = ids[:size]
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+def make_batches(lengths: list[int], indices: list[int], batch_tokens: int, seed: int) -> list[list[int]]:
+    """Length-bucketed batches of sequence indices under a padded-token budget, in shuffled order."""
+    order = sorted(indices, key=lambda i: lengths[i])
+    batches, cur, width = [], [], 0
+    for i in order:
+        w = max(width, lengths[i])
+        if cur and w * (len(cur) + 1) > batch_tokens:
+            batches.append(cur)
+            cur, w = [], lengths[i]
+        cur.append(i)
+        width = w
+    if cur:
+        batches.append(cur)
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+def collate(data: FeatureSet, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (ids [B, L], mask [B, L] bool, hidden [B, L, H])."""
+    seqs = [data.sequence(i) for i in batch]
+    width = max(s[0].numel() for s in seqs)
+    ids = torch.zeros(len(seqs), width, dtype=torch.int64)
+    mask = torch.zeros(len(seqs), width, dtype=torch.bool)
+    hidden = torch.zeros(len(seqs), width, seqs[0][2].shape[-1], dtype=seqs[0][2].dtype)
+    for row, (i, m, h) in enumerate(seqs):
+        ids[row, : i.numel()], mask[row, : i.numel()], hidden[row, : i.numel()] = i, m, h
+    return ids, mask, hidden
+
+
+def step_loss(drafter: Drafter, embed: torch.nn.Module, ids, mask, hidden, cfg: TrainConfig, train: bool):
+    """Forward the drafter over a batch and compute the loss at the assistant positions."""
+    L = ids.shape[1]
+    feats = hidden[:, :-1].float()  # [B, L-1, H] f_t
+    if train and cfg.noise > 0:
+        feats = feats + (torch.rand_like(feats) - 0.5) * cfg.noise * 512 / L
+    with torch.no_grad():
+        next_embeds = embed(ids[:, 1:]).float()  # [B, L-1, H] e_{t+1}
+    out = drafter(feats, next_embeds, torch.arange(L - 1, device=ids.device))
+    pos1 = mask[:, 2:]  # [B, L-2] position t predicts token t+2 (an assistant token)
+    pred = out.features[:, : L - 2][pos1]
+    truth = hidden[:, 1 : L - 1][pos1].float()
+    pred_con = truth_con = None
+    if out.contrastive is not None and L > 3:
+        pos2 = mask[:, 3:]  # [B, L-3] contrastive at t predicts token t+3
+        pred_con = out.contrastive[:, : L - 3][pos2]
+        truth_con = hidden[:, 2 : L - 1][pos2].float()
+    return drafter_loss(drafter.head_weight, pred, truth, pred_con, truth_con, cfg.w_reg, cfg.w_ce)
+
+
+def _lr_lambda(total: int, warmup: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return f
+
+
+def _save_checkpoint(run: Path, drafter: Drafter, optimizer, state: dict, cfg: TrainConfig) -> None:
+    save_drafter(drafter, run, extra={"train_config": asdict(cfg), "state": state})
+    names = {id(p): n for n, p in drafter.named_parameters()}
+    tensors = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value):
+                    tensors[f"{names[id(p)]}::{key}"] = value.detach().cpu().contiguous()
+    save_file(tensors, str(run / "optimizer.safetensors"))
+    (run / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def _load_optimizer(run: Path, drafter: Drafter, optimizer) -> None:
+    tensors = load_file(str(run / "optimizer.safetensors"))
+    for name, p in drafter.named_parameters():
+        state = {k.split("::")[1]: v for k, v in tensors.items() if k.split("::")[0] == name}
+        if state:
+            optimizer.state[p] = state
+
+
+@torch.no_grad()
+def evaluate(drafter: Drafter, embed, data: FeatureSet, holdout: list[int], cfg: TrainConfig) -> dict:
+    """Teacher-forced top-1 agreement with the target at t+1 (and t+2 for the contrastive branch)."""
+    drafter.eval()
+    parts = [step_loss(drafter, embed, *collate(data, b), cfg, train=False)
+             for b in make_batches([int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))], holdout,
+                                   cfg.batch_tokens, 0)]
+    drafter.train()
+    n = sum(p.positions for p in parts) or 1
+    con = [p for p in parts if not math.isnan(p.con_top1)]
+    return {
+        "loss": sum(p.total.item() * p.positions for p in parts) / n,
+        "top1": sum(p.top1 * p.positions for p in parts) / n,
+        "con_top1": (sum(p.con_top1 * p.positions for p in con) / max(1, sum(p.positions for p in con))) if con else None,
+        "positions": n,
+    }
+
+
+def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, max_minutes: float | None = None) -> dict:
+    """Train (or resume) a drafter in ``run``; returns the final state with its evaluation."""
+    accelerator = Accelerator(cpu=target.device.type == "cpu", mixed_precision="bf16")
+    torch.manual_seed(cfg.seed)
+    lengths = [int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))]
+    holdout = [i for i in range(len(data)) if i % cfg.holdout_every == 0]
+    train_idx = [i for i in range(len(data)) if i % cfg.holdout_every != 0]
+    resume = (run / "state.json").is_file()
+    if resume:
+        drafter = load_drafter(run, target.fingerprint(), target.vocab_size)
+        state = json.loads((run / "state.json").read_text())
+    else:
+        vocab = draft_vocabulary(data, cfg.draft_vocab, target.stop_token_ids) if cfg.draft_vocab else None
+        dcfg = config_for_target(target.config, cfg.ffn, target.model_id, target.fingerprint(),
+                                 draft_vocab_size=vocab.numel() if vocab is not None else 0)
+        drafter = Drafter(dcfg)
+        if vocab is not None:
+            drafter.vocab_ids.copy_(vocab)
+        state = {"step": 0, "epoch": 0, "batch": 0, "history": []}
+    drafter.bind_head(target.lm_head.weight.float())
+    batches_per_epoch = len(make_batches(lengths, train_idx, cfg.batch_tokens, 0))
+    total_steps = int(cfg.epochs * batches_per_epoch)
+    optimizer = torch.optim.AdamW(drafter.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                  weight_decay=cfg.weight_decay)
+    if resume:
+        _load_optimizer(run, drafter, optimizer)
+    schedule, start = _lr_lambda(total_steps, cfg.warmup_steps), state["step"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s + start))
+    drafter, optimizer = accelerator.prepare(drafter, optimizer)
+    model = accelerator.unwrap_model(drafter)
+    embed = target.embed_tokens
+    t0 = time.time()
+    bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {cfg.ffn}", mininterval=5)
+    stop = False
+    while state["step"] < total_steps and not stop:
+        batches = make_batches(lengths, train_idx, cfg.batch_tokens, cfg.seed + state["epoch"])
+        for b in batches[state["batch"]:]:
+            ids, mask, hidden = collate(data, b)
+            with accelerator.autocast():
+                parts = step_loss(model, embed, ids.to(accelerator.device), mask.to(accelerator.device),
+                                  hidden.to(accelerator.device), cfg, train=True)
+            accelerator.backward(parts.total)
+            accelerator.clip_grad_norm_(drafter.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["batch"] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts.total.item():.3f}", top1=f"{parts.top1:.2f}", con=f"{parts.con_top1:.2f}")
+            if state["step"] % cfg.checkpoint_every == 0 or state["step"] >= total_steps:
+                state["history"].append({"step": state["step"], **evaluate(model, embed, data, holdout[:60], cfg)})
+                _save_checkpoint(run, model, optimizer, state, cfg)
+                bar.write(json.dumps(state["history"][-1]))
+            if state["step"] >= total_steps or (max_minutes and time.time() - t0 > max_minutes * 60):
+                stop = True
+                break
+        else:
+            state["epoch"] += 1
+            state["batch"] = 0
+    bar.close()
+    state["final"] = evaluate(model, embed, data, holdout, cfg)
+    state["done"] = state["step"] >= total_steps
+    _save_checkpoint(run, model, optimizer, state, cfg)
+    return state

@@ -1,0 +1,87 @@
+"""The training pipeline on a tiny target: features, loss, resumable fit, and a lossless result."""
+import json
+
+import pytest
+import torch
+
+from core.config import EngineConfig, TreeConfig
+from core.drafter import load_drafter
+from core.engine import SpecDecoder
+from core.registry import attach
+from core.trace import summarize
+from core.train.data import Sequence, encode_conversation, load_features, record_features
+from core.train.losses import drafter_loss
+from core.train.loop import TrainConfig, draft_vocabulary, make_batches, train
+
+
+def test_conversation_mask_marks_assistant_tokens_and_end(tiny_target):
+    ids, mask = encode_conversation(tiny_target, [
+        {"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi there"},
+        {"role": "user", "content": "bye"}, {"role": "assistant", "content": "see you"},
+    ])
+    text = tiny_target.tokenizer.decode([t for t, m in zip(ids, mask) if m])
+    assert text == "hi there<|im_end|>see you<|im_end|>"
+    assert len(ids) == len(mask)
+
+
+def test_loss_is_zero_reg_when_prediction_is_exact():
+    head = torch.randn(50, 8)
+    truth = torch.randn(6, 8)
+    parts = drafter_loss(head, truth.clone(), truth, truth.clone(), truth)
+    assert parts.reg == pytest.approx(0.0)
+    assert parts.top1 == 1.0 and parts.con_top1 == 1.0
+    worse = drafter_loss(head, truth + torch.randn(6, 8), truth)
+    assert worse.total.item() > parts.total.item()
+
+
+def test_batches_respect_budget_and_cover_everything():
+    lengths = [5, 50, 7, 30, 12, 64, 3]
+    batches = make_batches(lengths, list(range(7)), 64, seed=1)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert all(max(lengths[i] for i in b) * len(b) <= 64 or len(b) == 1 for b in batches)
+
+
+@pytest.fixture(scope="module")
+def features(tiny_target, tmp_path_factory):
+    sequences = []
+    for i in range(24):
+        prompt = tiny_target.encode_chat(f"Count from {i} please.")
+        answer = [(i * 7 + k) % 300 + 100 for k in range(20)] + [2]
+        sequences.append(Sequence(ids=prompt + answer, loss_mask=[0] * len(prompt) + [1] * len(answer), source="t"))
+    path = tmp_path_factory.mktemp("feat") / "f.safetensors"
+    record_features(tiny_target, sequences, path, batch_tokens=512)
+    return load_features([path])
+
+
+def test_features_match_a_direct_forward(tiny_target, features):
+    ids, mask, hidden = features.sequence(3)
+    with torch.inference_mode():
+        direct = tiny_target.decoder(input_ids=ids[None]).last_hidden_state[0]
+    assert torch.allclose(hidden.float(), direct, atol=2e-2, rtol=2e-2)
+    assert int(mask.sum()) == 21
+
+
+def test_draft_vocabulary_keeps_stop_tokens(features):
+    vocab = draft_vocabulary(features, 10, frozenset({2}))
+    assert vocab[0] == 2 and vocab.numel() == 10
+
+
+@pytest.mark.parametrize("ffn", ["moe", "dense"])
+def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn):
+    cfg = TrainConfig(ffn=ffn, draft_vocab=256, epochs=3, batch_tokens=512, checkpoint_every=4, holdout_every=6,
+                      warmup_steps=2, lr=2e-3)
+    first = train(tiny_target, features, cfg, tmp_path / "run", max_minutes=1e-9)  # stops after one step
+    assert first["step"] == 1 and not first["done"]
+    state = train(tiny_target, features, cfg, tmp_path / "run")
+    assert state["done"] and state["step"] > 1
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == state["step"]
+    history = state["history"]
+    assert history[-1]["loss"] < history[0]["loss"] + 1e-6
+    drafter = load_drafter(tmp_path / "run", tiny_target.fingerprint(), tiny_target.vocab_size)
+    assert drafter.cfg.draft_vocab_size == drafter.vocab_ids.numel() <= 256
+    proposer = attach(drafter, tiny_target, ffn)
+    tree = TreeConfig(top_k=3, depth=3, total_tokens=10, schedule="hybrid" if ffn == "moe" else "standard")
+    decoder = SpecDecoder(tiny_target, proposer)
+    plain = summarize(SpecDecoder(tiny_target).generate("Count from 3 please.", EngineConfig(max_new_tokens=24)))
+    spec = summarize(decoder.generate("Count from 3 please.", EngineConfig(max_new_tokens=24, tree=tree)))
+    assert spec.text_tokens == plain.text_tokens
