@@ -16,6 +16,7 @@ import torch
 from core.config import EngineConfig, to_dict
 from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
+from core.policy import FallbackConfig, FallbackState, decide, record_step
 from core.target import PromptError, TargetModel
 from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
 from core.tree import DraftTree, VerifyTree, kept_subtree
@@ -28,19 +29,25 @@ class _State:
 
     cache: Any  # the target's DynamicCache (prefix without the root)
     root_pos: int  # position of the root: the last emitted token, not yet in the cache
-    features: torch.Tensor  # [m, H] target features of the tokens verified last
+    features: torch.Tensor  # [m, H] target features of the tokens verified since the last draft
     next_tokens: torch.Tensor  # [m] the token after each of them; the last is the root
     generated: list[int]
     forwards: int
+    fallback: FallbackState
 
 
 class SpecDecoder:
     """Speculative decoding of one target with one proposer (None = plain decoding)."""
 
-    def __init__(self, target: TargetModel, proposer: Proposer | None = None, name: str | None = None) -> None:
+    def __init__(
+        self, target: TargetModel, proposer: Proposer | None = None, name: str | None = None,
+        fallback: FallbackConfig = FallbackConfig(),
+    ) -> None:
         self.target = target
         self.proposer = proposer
         self.name = name or (proposer.name if proposer else "none")
+        self.fallback = fallback
+        self._plain_ms: float | None = None  # measured once, the first time the fallback needs it
 
     def generate(self, prompt: str | list[int], cfg: EngineConfig, detail: bool = True) -> list[dict[str, Any]]:
         """All records of one generation."""
@@ -78,7 +85,7 @@ class SpecDecoder:
             self.proposer.reset(prompt_ids)
         state = _State(
             cache=cache, root_pos=n, features=out.hidden, next_tokens=torch.tensor(prompt_ids[1:] + [first]),
-            generated=[], forwards=1,
+            generated=[], forwards=1, fallback=FallbackState(),
         )
         emitted = self._emit(state, [first], cfg)
         ms = (self._clock() - t0) * 1e3
@@ -87,10 +94,11 @@ class SpecDecoder:
 
     @torch.inference_mode()
     def _cycle(self, state: _State, cfg: EngineConfig, generator: torch.Generator, step: int, detail: bool) -> StepRecord:
-        # 1. Draft: grow a token tree below the root from the last verified features.
+        # 1. Draft: grow a token tree below the root from the last verified features (or decode plainly).
+        mode, note = self._mode(state)
         t0 = self._clock()
         proposal = None
-        if self.proposer is not None:
+        if mode == "spec":
             proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree)
             vtree = kept_subtree(proposal.tree)
         else:
@@ -105,8 +113,12 @@ class SpecDecoder:
         accepted = torch.tensor(result.accepted)
         keep_accepted(state.cache, state.root_pos, accepted)
         new_tokens = vtree.tokens[accepted[1:]].tolist() + [result.bonus_token]
-        state.features = out.hidden[accepted.to(out.hidden.device)]
-        state.next_tokens = torch.tensor(new_tokens)
+        verified = out.hidden[accepted.to(out.hidden.device)]  # [len(accepted), H]
+        if proposal is None and self.proposer is not None:  # plain step: the drafter catches up later
+            state.features = torch.cat([state.features, verified])
+            state.next_tokens = torch.cat([state.next_tokens, torch.tensor(new_tokens)])
+        else:
+            state.features, state.next_tokens = verified, torch.tensor(new_tokens)
         state.root_pos += len(result.accepted)
         state.forwards += 1
         emitted = self._emit(state, new_tokens, cfg, vtree, result, proposal.tree if proposal else None)
@@ -114,8 +126,32 @@ class SpecDecoder:
         # 4. Record: plain data, built outside the timed phases.
         timings = ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         kind = "spec" if proposal is not None else "plain"
-        return self._record(state, step, kind, emitted, len(result.accepted) - 1, timings, proposal, vtree, result,
-                            cfg.tree.depth, cfg, detail)
+        record_step(state.fallback, kind, len(new_tokens), sum(timings), self.fallback)
+        record = self._record(state, step, kind, emitted, len(result.accepted) - 1, timings, proposal, vtree, result,
+                              cfg.tree.depth, cfg, detail)
+        record.note = note
+        return record
+
+    def _mode(self, state: _State) -> tuple[str, str]:
+        """Speculate, or decode plainly while speculation is measured not to pay (see core.policy)."""
+        if self.proposer is None:
+            return "plain", ""
+        if state.fallback.plain_ms is None and len(state.fallback.spec_ms) >= self.fallback.window:
+            state.fallback.plain_ms = self._plain_step_ms(state)
+        return decide(state.fallback, self.fallback)
+
+    def _plain_step_ms(self, state: _State) -> float:
+        """Time of one plain decoding step here (median of 3 single-token forwards, cached rolled back)."""
+        if self._plain_ms is None:
+            times = []
+            root = state.next_tokens[-1:]
+            for _ in range(3):
+                t0 = self._clock()
+                self.target.forward(root, torch.tensor([state.root_pos]), state.cache)
+                times.append((self._clock() - t0) * 1e3)
+                keep_accepted(state.cache, state.root_pos, torch.zeros(0, dtype=torch.int64))
+            self._plain_ms = sorted(times)[1]
+        return self._plain_ms
 
     def _emit(
         self, state: _State, tokens: list[int], cfg: EngineConfig, vtree: VerifyTree | None = None,

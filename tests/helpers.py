@@ -7,6 +7,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from core.config import TreeConfig
+from core.policy import FallbackConfig
 from core.drafting import Proposal
 from core.models import resolve_target
 from core.target import TargetModel
@@ -75,3 +76,6 @@ class OracleProposer:
             offset += len(top)
             seq.append(top[true_at])
         return Proposal(tree=assemble(self.context[-1], layers, tree.total_tokens), forwards=tree.depth)
+
+
+NO_FALLBACK = FallbackConfig(enabled=False)  # tests of speculative paths must not drift into plain steps

@@ -9,7 +9,7 @@ from core.engine import SpecDecoder
 from core.kv import keep_accepted
 from core.registry import attach, random_drafter
 from core.trace import summarize
-from tests.helpers import OracleProposer
+from tests.helpers import NO_FALLBACK, OracleProposer
 
 PROMPTS = ["Tell me a story about a dragon.", "What is 2+2?", "List three colours."]
 
@@ -50,7 +50,7 @@ def test_random_drafters_are_lossless(tiny_target, plain_outputs, ffn, name, tre
     if ffn == "dense" and (tree.schedule == "hybrid" or tree.decoupled):
         pytest.skip("hybrid/decoupled need the MoE drafter")
     proposer = attach(random_drafter(tiny_target, ffn, seed=3), tiny_target, ffn)
-    decoder = SpecDecoder(tiny_target, proposer)
+    decoder = SpecDecoder(tiny_target, proposer, fallback=NO_FALLBACK)
     for prompt in PROMPTS:
         assert tokens_of(decoder.generate(prompt, EngineConfig(max_new_tokens=40, tree=tree))) == plain_outputs[prompt]
 
@@ -58,7 +58,7 @@ def test_random_drafters_are_lossless(tiny_target, plain_outputs, ffn, name, tre
 @pytest.mark.parametrize("sibling_depths", [frozenset(), frozenset({2}), frozenset({1, 3})])
 def test_oracle_is_lossless_and_fully_accepted(tiny_target, plain_outputs, sibling_depths):
     tree = TreeConfig(top_k=3, depth=4, total_tokens=12)
-    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target, sibling_depths=sibling_depths))
+    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target, sibling_depths=sibling_depths), fallback=NO_FALLBACK)
     for prompt in PROMPTS:
         records = decoder.generate(prompt, EngineConfig(max_new_tokens=40, tree=tree))
         assert tokens_of(records) == plain_outputs[prompt]
@@ -69,7 +69,7 @@ def test_oracle_is_lossless_and_fully_accepted(tiny_target, plain_outputs, sibli
 
 
 def test_max_new_tokens_is_exact(tiny_target):
-    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target))
+    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target), fallback=NO_FALLBACK)
     for n in (1, 2, 5, 7):
         records = decoder.generate(PROMPTS[0], EngineConfig(max_new_tokens=n, tree=TreeConfig(top_k=2, depth=4, total_tokens=8)))
         s = summarize(records)
@@ -88,7 +88,7 @@ def test_stops_at_end_of_turn_like_plain_decoding(tiny_target, plain_outputs, st
     target.stop_token_ids = frozenset({stop_token})
     expected = plain_outputs[PROMPTS[0]][: plain_outputs[PROMPTS[0]].index(stop_token) + 1]
     cfg = EngineConfig(max_new_tokens=40, tree=TreeConfig(top_k=2, depth=4, total_tokens=8))
-    for decoder in (SpecDecoder(target), SpecDecoder(target, OracleProposer(target))):
+    for decoder in (SpecDecoder(target), SpecDecoder(target, OracleProposer(target), fallback=NO_FALLBACK)):
         records = decoder.generate(PROMPTS[0], cfg)
         assert tokens_of(records) == expected
         assert records[-1]["stop_reason"] == "stop_token"

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from tests.helpers import NO_FALLBACK
+
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.registry import build_proposer
@@ -36,7 +38,7 @@ def test_plain_matches_hf_generate(real_target, plain):
 
 @pytest.mark.parametrize("drafter, schedule", [("jakiro", "hybrid"), ("eagle", "standard")])
 def test_shipped_drafters_are_lossless(real_target, plain, drafter, schedule):
-    decoder = SpecDecoder(real_target, build_proposer(drafter, real_target))
+    decoder = SpecDecoder(real_target, build_proposer(drafter, real_target), fallback=NO_FALLBACK)
     cfg = EngineConfig(max_new_tokens=64, tree=TreeConfig(schedule=schedule))
     for prompt in PROMPTS:
         records = decoder.generate(prompt, cfg, detail=False)

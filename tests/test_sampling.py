@@ -59,12 +59,13 @@ def test_engine_two_token_distribution(tiny_target):
     """End to end on a tiny target: (prefill token, first speculative token) ~ the target's own joint."""
     from core.config import EngineConfig, TreeConfig
     from core.engine import SpecDecoder
-    from tests.helpers import OracleProposer
+    from tests.helpers import NO_FALLBACK, OracleProposer
 
     sampling = SamplingConfig(temperature=1.0, top_k=3)
     tree = TreeConfig(top_k=2, depth=2, total_tokens=4)
     prompt = tiny_target.encode_chat("Hi")
-    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target, decoys=1, sibling_depths=frozenset({1})))
+    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target, decoys=1, sibling_depths=frozenset({1})),
+                          fallback=NO_FALLBACK)
     with torch.inference_mode():
         p1 = target_probs(tiny_target.model(torch.tensor([prompt])).logits[0, -1:], sampling)[0]
         firsts = p1.nonzero().flatten().tolist()

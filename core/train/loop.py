@@ -175,7 +175,7 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
             drafter.vocab_ids.copy_(vocab)
         state = {"step": 0, "epoch": 0, "batch": 0, "history": []}
     drafter.bind_head(target.lm_head.weight.float())
-    batches_per_epoch = len(make_batches(lengths, train_idx, cfg.batch_tokens, 0))
+    batches_per_epoch = len(make_batches(lengths, train_idx, cfg.batch_tokens, 0)) // accelerator.num_processes
     total_steps = int(cfg.epochs * batches_per_epoch)
     optimizer = torch.optim.AdamW(drafter.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   weight_decay=cfg.weight_decay)
@@ -191,6 +191,8 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
     stop = False
     while state["step"] < total_steps and not stop:
         batches = make_batches(lengths, train_idx, cfg.batch_tokens, cfg.seed + state["epoch"])
+        # each process takes every n-th batch (one process on a CPU); DDP averages the gradients
+        batches = batches[accelerator.process_index :: accelerator.num_processes]
         for b in batches[state["batch"]:]:
             ids, mask, hidden = collate(data, b)
             with accelerator.autocast():
@@ -206,9 +208,10 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
             bar.update(1)
             bar.set_postfix(loss=f"{parts.total.item():.3f}", top1=f"{parts.top1:.2f}", con=f"{parts.con_top1:.2f}")
             if state["step"] % cfg.checkpoint_every == 0 or state["step"] >= total_steps:
-                state["history"].append({"step": state["step"], **evaluate(model, embed, data, holdout[:60], cfg)})
-                _save_checkpoint(run, model, optimizer, state, cfg)
-                bar.write(json.dumps(state["history"][-1]))
+                if accelerator.is_main_process:
+                    state["history"].append({"step": state["step"], **evaluate(model, embed, data, holdout[:60], cfg)})
+                    _save_checkpoint(run, model, optimizer, state, cfg)
+                    bar.write(json.dumps(state["history"][-1]))
             if state["step"] >= total_steps or (max_minutes and time.time() - t0 > max_minutes * 60):
                 stop = True
                 break
@@ -218,5 +221,6 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
     bar.close()
     state["final"] = evaluate(model, embed, data, holdout, cfg)
     state["done"] = state["step"] >= total_steps
-    _save_checkpoint(run, model, optimizer, state, cfg)
+    if accelerator.is_main_process:
+        _save_checkpoint(run, model, optimizer, state, cfg)
     return state

@@ -1,0 +1,58 @@
+"""When speculation does not pay, decode plainly for a while, then probe again.
+
+Speculation pays while (tokens per cycle) / (cycle time) > 1 / (plain step time). The policy
+keeps short running means of both sides, measured on this machine during this generation,
+and is a pure state machine: ``decide`` says what the next step should be and why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FallbackConfig:
+    enabled: bool = True
+    window: int = 4  # speculative cycles averaged before judging
+    cooldown: int = 12  # plain steps before probing speculation again
+    margin: float = 1.0  # speculate while expected speedup > margin
+
+
+@dataclass
+class FallbackState:
+    spec_tokens: list[int] = field(default_factory=list)  # tokens emitted by recent cycles
+    spec_ms: list[float] = field(default_factory=list)  # their draft + verify + commit time
+    plain_ms: float | None = None  # running mean of a plain step
+    cooldown_left: int = 0
+    last_note: str = ""
+
+
+def record_step(state: FallbackState, kind: str, emitted: int, ms: float, cfg: FallbackConfig) -> None:
+    """Mutates ``state`` with one finished step."""
+    if kind == "spec":
+        state.spec_tokens = (state.spec_tokens + [emitted])[-cfg.window :]
+        state.spec_ms = (state.spec_ms + [ms])[-cfg.window :]
+    elif kind == "plain":
+        state.plain_ms = ms if state.plain_ms is None else 0.8 * state.plain_ms + 0.2 * ms
+        state.cooldown_left = max(0, state.cooldown_left - 1)
+
+
+def expected_speedup(state: FallbackState) -> float | None:
+    if state.plain_ms is None or not state.spec_ms:
+        return None
+    per_token_spec = sum(state.spec_ms) / max(1, sum(state.spec_tokens))
+    return state.plain_ms / per_token_spec
+
+
+def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
+    """("spec" | "plain", why). Mutates ``state.cooldown_left`` when it switches to plain."""
+    if not cfg.enabled:
+        return "spec", ""
+    if state.cooldown_left > 0:
+        return "plain", f"fallback: plain decoding for {state.cooldown_left} more steps, then probe again"
+    gain = expected_speedup(state)
+    if gain is not None and len(state.spec_ms) >= cfg.window and gain < cfg.margin:
+        state.cooldown_left = cfg.cooldown
+        state.spec_tokens, state.spec_ms = [], []
+        return "plain", (f"fallback: the last {cfg.window} cycles ran at {gain:.2f}x plain decoding "
+                         f"(break-even {cfg.margin:.2f}x); decoding plainly for {cfg.cooldown} steps")
+    return "spec", ""

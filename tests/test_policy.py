@@ -1,0 +1,51 @@
+"""The fallback policy: plain decoding while speculation measurably does not pay, then a probe."""
+import torch
+
+from core.config import EngineConfig, TreeConfig
+from core.engine import SpecDecoder
+from core.policy import FallbackConfig, FallbackState, decide, expected_speedup, record_step
+from core.registry import attach, random_drafter
+from core.trace import summarize
+
+CFG = FallbackConfig(window=3, cooldown=5)
+
+
+def test_slow_cycles_switch_to_plain_then_probe_again():
+    state = FallbackState(plain_ms=40.0)
+    for _ in range(3):
+        assert decide(state, CFG)[0] == "spec"
+        record_step(state, "spec", emitted=1, ms=60.0, cfg=CFG)  # 1 token per 60 ms vs 40 ms plain
+    assert expected_speedup(state) == 40.0 / 60.0
+    mode, why = decide(state, CFG)
+    assert mode == "plain" and "0.67x" in why
+    for left in range(5, 0, -1):
+        assert decide(state, CFG)[0] == "plain"
+        record_step(state, "plain", emitted=1, ms=40.0, cfg=CFG)
+    assert decide(state, CFG)[0] == "spec"  # probe again
+
+
+def test_good_cycles_keep_speculating():
+    state = FallbackState(plain_ms=40.0)
+    for _ in range(10):
+        assert decide(state, CFG)[0] == "spec"
+        record_step(state, "spec", emitted=4, ms=70.0, cfg=CFG)
+    assert expected_speedup(state) > 2.2
+
+
+def test_disabled_policy_always_speculates():
+    state = FallbackState(plain_ms=1.0, spec_tokens=[1, 1, 1], spec_ms=[100.0] * 3)
+    assert decide(state, FallbackConfig(enabled=False))[0] == "spec"
+
+
+def test_engine_falls_back_with_a_useless_drafter_and_stays_lossless(tiny_target):
+    proposer = attach(random_drafter(tiny_target, "dense", seed=2), tiny_target, "eagle")
+    tree = TreeConfig(top_k=8, depth=6, total_tokens=64)
+    cfg = EngineConfig(max_new_tokens=40, tree=tree)
+    plain = summarize(SpecDecoder(tiny_target).generate("Hello there", cfg)).text_tokens
+    decoder = SpecDecoder(tiny_target, proposer, fallback=FallbackConfig(window=2, cooldown=6, margin=100.0))
+    records = decoder.generate("Hello there", cfg)
+    steps = [r for r in records if r["type"] == "step"]
+    kinds = [r["kind"] for r in steps[1:]]
+    assert kinds[:2] == ["spec", "spec"] and kinds[2:8] == ["plain"] * 6 and kinds[8] == "spec"
+    assert "fallback" in steps[3]["note"]
+    assert summarize(records).text_tokens == plain
