@@ -8,7 +8,7 @@ import time
 from typing import Sequence
 
 from core.bench import add_parser as add_bench_parser
-from core.config import ConfigError, EngineConfig, SamplingConfig, TreeConfig
+from core.config import ConfigError, EngineConfig, FallbackConfig, SamplingConfig, TreeConfig
 from core.drafter import DrafterMismatchError
 from core.models import DEFAULT_TARGET, ModelSourceError
 from core.target import PromptError
@@ -38,6 +38,8 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
                    help="auto: hybrid for MoE drafters, standard otherwise")
     p.add_argument("--decoupled", action="store_true", help="siblings from the union of the experts' proposals")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-fallback", action="store_true",
+                   help="always speculate (by default the engine decodes plainly while speculation does not pay)")
 
 
 def engine_config(args: argparse.Namespace, moe: bool) -> EngineConfig:
@@ -48,6 +50,7 @@ def engine_config(args: argparse.Namespace, moe: bool) -> EngineConfig:
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        fallback=FallbackConfig(enabled=not args.no_fallback),
     )
 
 

@@ -130,6 +130,21 @@ class DrafterConfig:
 
 
 @dataclass(frozen=True)
+class FallbackConfig:
+    """Decode plainly while speculation is measured not to pay (see core.policy)."""
+
+    enabled: bool = True
+    window: int = 4  # speculative cycles averaged before judging
+    cooldown: int = 12  # plain steps before probing speculation again
+    margin: float = 1.0  # speculate while the expected speedup is above this
+
+    def __post_init__(self) -> None:
+        _require(_is_int(self.window) and self.window >= 1, "fallback window must be an integer >= 1")
+        _require(_is_int(self.cooldown) and self.cooldown >= 1, "fallback cooldown must be an integer >= 1")
+        _require(math.isfinite(self.margin) and self.margin > 0, "fallback margin must be a positive number")
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """Everything one generation needs besides the models and the prompt."""
 
@@ -137,6 +152,7 @@ class EngineConfig:
     sampling: SamplingConfig = SamplingConfig()
     max_new_tokens: int = 128
     seed: int = 0
+    fallback: FallbackConfig = FallbackConfig()
 
     def __post_init__(self) -> None:
         _require(
@@ -158,4 +174,5 @@ def engine_config_from_dict(data: dict[str, Any]) -> EngineConfig:
         sampling=SamplingConfig(**data.get("sampling", {})),
         max_new_tokens=data.get("max_new_tokens", 128),
         seed=data.get("seed", 0),
+        fallback=FallbackConfig(**data.get("fallback", {})),
     )

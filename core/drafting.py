@@ -93,12 +93,13 @@ class _Cycle:
 class FeatureProposer:
     """Drafts with an EAGLE feature-level drafter (dense or Jakiro MoE)."""
 
-    def __init__(self, drafter: Drafter, embed: Embed, name: str) -> None:
+    def __init__(self, drafter: Drafter, embed: Embed, name: str, trained: bool = True) -> None:
         if drafter.head_weight is None:
             raise ValueError("bind the drafter to the target's lm_head before drafting")
         self.drafter = drafter.eval()
         self.embed = embed
         self.name = name
+        self.trained = trained  # False for a randomly initialised drafter (lossless, but its speed means nothing)
         self.cache = drafter.new_cache()
 
     def reset(self, prompt_ids: list[int]) -> None:

@@ -13,10 +13,10 @@ from typing import Any, Iterator
 
 import torch
 
-from core.config import EngineConfig, to_dict
+from core.config import EngineConfig, FallbackConfig, to_dict
 from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
-from core.policy import FallbackConfig, FallbackState, decide, record_step
+from core.policy import FallbackState, decide, record_step
 from core.target import PromptError, TargetModel
 from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
 from core.tree import DraftTree, VerifyTree, kept_subtree
@@ -39,14 +39,10 @@ class _State:
 class SpecDecoder:
     """Speculative decoding of one target with one proposer (None = plain decoding)."""
 
-    def __init__(
-        self, target: TargetModel, proposer: Proposer | None = None, name: str | None = None,
-        fallback: FallbackConfig = FallbackConfig(),
-    ) -> None:
+    def __init__(self, target: TargetModel, proposer: Proposer | None = None, name: str | None = None) -> None:
         self.target = target
         self.proposer = proposer
         self.name = name or (proposer.name if proposer else "none")
-        self.fallback = fallback
         self._plain_ms: float | None = None  # measured once, the first time the fallback needs it
 
     def generate(self, prompt: str | list[int], cfg: EngineConfig, detail: bool = True) -> list[dict[str, Any]]:
@@ -95,7 +91,7 @@ class SpecDecoder:
     @torch.inference_mode()
     def _cycle(self, state: _State, cfg: EngineConfig, generator: torch.Generator, step: int, detail: bool) -> StepRecord:
         # 1. Draft: grow a token tree below the root from the last verified features (or decode plainly).
-        mode, note = self._mode(state)
+        mode, note = self._mode(state, cfg.fallback)
         t0 = self._clock()
         proposal = None
         if mode == "spec":
@@ -126,19 +122,19 @@ class SpecDecoder:
         # 4. Record: plain data, built outside the timed phases.
         timings = ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         kind = "spec" if proposal is not None else "plain"
-        record_step(state.fallback, kind, len(new_tokens), sum(timings), self.fallback)
+        record_step(state.fallback, kind, len(new_tokens), sum(timings), cfg.fallback)
         record = self._record(state, step, kind, emitted, len(result.accepted) - 1, timings, proposal, vtree, result,
                               cfg.tree.depth, cfg, detail)
         record.note = note
         return record
 
-    def _mode(self, state: _State) -> tuple[str, str]:
+    def _mode(self, state: _State, fallback: FallbackConfig) -> tuple[str, str]:
         """Speculate, or decode plainly while speculation is measured not to pay (see core.policy)."""
         if self.proposer is None:
             return "plain", ""
-        if state.fallback.plain_ms is None and len(state.fallback.spec_ms) >= self.fallback.window:
+        if fallback.enabled and state.fallback.plain_ms is None and len(state.fallback.spec_ms) >= fallback.window:
             state.fallback.plain_ms = self._plain_step_ms(state)
-        return decide(state.fallback, self.fallback)
+        return decide(state.fallback, fallback)
 
     def _plain_step_ms(self, state: _State) -> float:
         """Time of one plain decoding step here (median of 3 single-token forwards, cached rolled back)."""
@@ -214,7 +210,7 @@ class SpecDecoder:
 
     def _node_records(self, tree: DraftTree, vtree: VerifyTree, result: VerifyResult, path: list[int]) -> list[NodeRecord]:
         texts = self.target.tokenizer.batch_decode([[t] for t in tree.tokens.tolist()], skip_special_tokens=False)
-        target_prob = {int(c): result.node_target_prob[i] for i, c in enumerate(vtree.nodes.tolist())}
+        target_prob = {int(c): result.node_target_prob[i] for i, c in enumerate(vtree.nodes.tolist()) if i > 0}
         on_path = set(path)
         parents, depths, tokens = tree.parents.tolist(), tree.depths.tolist(), tree.tokens.tolist()
         logp, scores, kept = tree.logp.tolist(), tree.scores.tolist(), tree.kept.tolist()
@@ -240,6 +236,7 @@ class SpecDecoder:
             device=str(self.target.device),
             engine=to_dict(cfg),
             drafter=drafter_cfg,
+            drafter_trained=getattr(self.proposer, "trained", None),
             prompt=prompt if isinstance(prompt, str) else None,
             prompt_tokens=len(prompt_ids),
             versions={"torch": torch.__version__, "python": platform.python_version(), **_versions()},

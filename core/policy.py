@@ -8,13 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class FallbackConfig:
-    enabled: bool = True
-    window: int = 4  # speculative cycles averaged before judging
-    cooldown: int = 12  # plain steps before probing speculation again
-    margin: float = 1.0  # speculate while expected speedup > margin
+from core.config import FallbackConfig
 
 
 @dataclass

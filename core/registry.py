@@ -25,6 +25,7 @@ def build_proposer(spec: str, target: TargetModel, seed: int = 0) -> FeatureProp
     (randomly initialised when none is shipped for this target); anything else -> a drafter folder."""
     if spec == "none":
         return None
+    trained = True
     if spec in SHIPPED:
         folder = drafter_folder(spec)
         if (folder / "drafter.json").is_file() and target.model_id in DEFAULT_TARGET_ALIASES:
@@ -33,6 +34,7 @@ def build_proposer(spec: str, target: TargetModel, seed: int = 0) -> FeatureProp
             log.warning("no trained %s drafter for %s: using a randomly initialised one (lossless, but slow)",
                         spec, target.model_id)
             drafter = random_drafter(target, SHIPPED[spec], seed)
+            trained = False
         name = spec
     else:
         folder = Path(spec)
@@ -42,7 +44,7 @@ def build_proposer(spec: str, target: TargetModel, seed: int = 0) -> FeatureProp
             )
         drafter = load_drafter(folder, target.fingerprint(), target.vocab_size)
         name = folder.name
-    return attach(drafter, target, name)
+    return attach(drafter, target, name, trained)
 
 
 def random_drafter(target: TargetModel, ffn: str, seed: int = 0) -> Drafter:
@@ -52,8 +54,8 @@ def random_drafter(target: TargetModel, ffn: str, seed: int = 0) -> Drafter:
     return Drafter(cfg)
 
 
-def attach(drafter: Drafter, target: TargetModel, name: str) -> FeatureProposer:
+def attach(drafter: Drafter, target: TargetModel, name: str, trained: bool = True) -> FeatureProposer:
     """Put the drafter on the target's device and dtype, bind the frozen head, wrap it as a proposer."""
     drafter = drafter.to(device=target.device, dtype=target.dtype)
     drafter.bind_head(target.lm_head.weight)
-    return FeatureProposer(drafter, target.embed, name)
+    return FeatureProposer(drafter, target.embed, name, trained)

@@ -20,7 +20,7 @@ def tokens_of(records):
 
 @pytest.fixture(scope="module")
 def plain_outputs(tiny_target):
-    cfg = EngineConfig(max_new_tokens=40)
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=40)
     return {p: tokens_of(SpecDecoder(tiny_target).generate(p, cfg)) for p in PROMPTS}
 
 
@@ -50,17 +50,17 @@ def test_random_drafters_are_lossless(tiny_target, plain_outputs, ffn, name, tre
     if ffn == "dense" and (tree.schedule == "hybrid" or tree.decoupled):
         pytest.skip("hybrid/decoupled need the MoE drafter")
     proposer = attach(random_drafter(tiny_target, ffn, seed=3), tiny_target, ffn)
-    decoder = SpecDecoder(tiny_target, proposer, fallback=NO_FALLBACK)
+    decoder = SpecDecoder(tiny_target, proposer)
     for prompt in PROMPTS:
-        assert tokens_of(decoder.generate(prompt, EngineConfig(max_new_tokens=40, tree=tree))) == plain_outputs[prompt]
+        assert tokens_of(decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=40, tree=tree))) == plain_outputs[prompt]
 
 
 @pytest.mark.parametrize("sibling_depths", [frozenset(), frozenset({2}), frozenset({1, 3})])
 def test_oracle_is_lossless_and_fully_accepted(tiny_target, plain_outputs, sibling_depths):
     tree = TreeConfig(top_k=3, depth=4, total_tokens=12)
-    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target, sibling_depths=sibling_depths), fallback=NO_FALLBACK)
+    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target, sibling_depths=sibling_depths))
     for prompt in PROMPTS:
-        records = decoder.generate(prompt, EngineConfig(max_new_tokens=40, tree=tree))
+        records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=40, tree=tree))
         assert tokens_of(records) == plain_outputs[prompt]
         spec = [r for r in records if r["type"] == "step" and r["kind"] == "spec"]
         for r in spec[:-1]:  # every cycle but the truncated last one accepts the whole chain
@@ -69,9 +69,9 @@ def test_oracle_is_lossless_and_fully_accepted(tiny_target, plain_outputs, sibli
 
 
 def test_max_new_tokens_is_exact(tiny_target):
-    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target), fallback=NO_FALLBACK)
+    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target))
     for n in (1, 2, 5, 7):
-        records = decoder.generate(PROMPTS[0], EngineConfig(max_new_tokens=n, tree=TreeConfig(top_k=2, depth=4, total_tokens=8)))
+        records = decoder.generate(PROMPTS[0], EngineConfig(fallback=NO_FALLBACK, max_new_tokens=n, tree=TreeConfig(top_k=2, depth=4, total_tokens=8)))
         s = summarize(records)
         assert s.new_tokens <= n
         stop = records[-1]["stop_reason"]
@@ -87,8 +87,8 @@ def test_stops_at_end_of_turn_like_plain_decoding(tiny_target, plain_outputs, st
     stop_token = plain_outputs[PROMPTS[0]][stop_at]
     target.stop_token_ids = frozenset({stop_token})
     expected = plain_outputs[PROMPTS[0]][: plain_outputs[PROMPTS[0]].index(stop_token) + 1]
-    cfg = EngineConfig(max_new_tokens=40, tree=TreeConfig(top_k=2, depth=4, total_tokens=8))
-    for decoder in (SpecDecoder(target), SpecDecoder(target, OracleProposer(target), fallback=NO_FALLBACK)):
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=40, tree=TreeConfig(top_k=2, depth=4, total_tokens=8))
+    for decoder in (SpecDecoder(target), SpecDecoder(target, OracleProposer(target))):
         records = decoder.generate(PROMPTS[0], cfg)
         assert tokens_of(records) == expected
         assert records[-1]["stop_reason"] == "stop_token"

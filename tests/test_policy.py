@@ -1,9 +1,10 @@
 """The fallback policy: plain decoding while speculation measurably does not pay, then a probe."""
-import torch
+from dataclasses import replace
 
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
-from core.policy import FallbackConfig, FallbackState, decide, expected_speedup, record_step
+from core.config import FallbackConfig
+from core.policy import FallbackState, decide, expected_speedup, record_step
 from core.registry import attach, random_drafter
 from core.trace import summarize
 
@@ -42,8 +43,8 @@ def test_engine_falls_back_with_a_useless_drafter_and_stays_lossless(tiny_target
     tree = TreeConfig(top_k=8, depth=6, total_tokens=64)
     cfg = EngineConfig(max_new_tokens=40, tree=tree)
     plain = summarize(SpecDecoder(tiny_target).generate("Hello there", cfg)).text_tokens
-    decoder = SpecDecoder(tiny_target, proposer, fallback=FallbackConfig(window=2, cooldown=6, margin=100.0))
-    records = decoder.generate("Hello there", cfg)
+    fallback = FallbackConfig(window=2, cooldown=6, margin=100.0)
+    records = SpecDecoder(tiny_target, proposer).generate("Hello there", replace(cfg, fallback=fallback))
     steps = [r for r in records if r["type"] == "step"]
     kinds = [r["kind"] for r in steps[1:]]
     assert kinds[:2] == ["spec", "spec"] and kinds[2:8] == ["plain"] * 6 and kinds[8] == "spec"

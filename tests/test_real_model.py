@@ -20,7 +20,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def plain(real_target):
-    cfg = EngineConfig(max_new_tokens=64)
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=64)
     return {p: summarize(SpecDecoder(real_target).generate(p, cfg, detail=False)).text_tokens for p in PROMPTS}
 
 
@@ -38,8 +38,8 @@ def test_plain_matches_hf_generate(real_target, plain):
 
 @pytest.mark.parametrize("drafter, schedule", [("jakiro", "hybrid"), ("eagle", "standard")])
 def test_shipped_drafters_are_lossless(real_target, plain, drafter, schedule):
-    decoder = SpecDecoder(real_target, build_proposer(drafter, real_target), fallback=NO_FALLBACK)
-    cfg = EngineConfig(max_new_tokens=64, tree=TreeConfig(schedule=schedule))
+    decoder = SpecDecoder(real_target, build_proposer(drafter, real_target))
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=64, tree=TreeConfig(schedule=schedule))
     for prompt in PROMPTS:
         records = decoder.generate(prompt, cfg, detail=False)
         assert summarize(records).text_tokens == plain[prompt], prompt

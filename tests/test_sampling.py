@@ -64,8 +64,7 @@ def test_engine_two_token_distribution(tiny_target):
     sampling = SamplingConfig(temperature=1.0, top_k=3)
     tree = TreeConfig(top_k=2, depth=2, total_tokens=4)
     prompt = tiny_target.encode_chat("Hi")
-    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target, decoys=1, sibling_depths=frozenset({1})),
-                          fallback=NO_FALLBACK)
+    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target, decoys=1, sibling_depths=frozenset({1})))
     with torch.inference_mode():
         p1 = target_probs(tiny_target.model(torch.tensor([prompt])).logits[0, -1:], sampling)[0]
         firsts = p1.nonzero().flatten().tolist()
@@ -73,7 +72,7 @@ def test_engine_two_token_distribution(tiny_target):
     draws = 600
     counts: dict[tuple[int, int], int] = {}
     for seed in range(draws):
-        records = decoder.generate(prompt, EngineConfig(max_new_tokens=2, tree=tree, sampling=sampling, seed=seed))
+        records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=2, tree=tree, sampling=sampling, seed=seed))
         pair = tuple(summarize_tokens(records))
         counts[pair] = counts.get(pair, 0) + 1
     cells = [(x, y) for x in firsts for y in p2[x].nonzero().flatten().tolist()]

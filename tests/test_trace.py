@@ -56,8 +56,8 @@ def test_summary_on_hand_checked_trace():
 
 def test_round_trip_real_trace(tiny_target, tmp_path):
     proposer = attach(random_drafter(tiny_target, "moe", seed=1), tiny_target, "jakiro")
-    cfg = EngineConfig(max_new_tokens=12, tree=TreeConfig(top_k=3, depth=3, total_tokens=8, schedule="hybrid"))
-    records = SpecDecoder(tiny_target, proposer, fallback=NO_FALLBACK).generate("Hello", cfg)
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=12, tree=TreeConfig(top_k=3, depth=3, total_tokens=8, schedule="hybrid"))
+    records = SpecDecoder(tiny_target, proposer).generate("Hello", cfg)
     path = tmp_path / "t.jsonl"
     write_jsonl(records, path)
     back = read_jsonl(path)
