@@ -64,6 +64,8 @@ class Run:
     draft_ms: float | None  # summed over the cycles after the prefill; None where not split
     verify_ms: float | None
     cycles: int  # target forwards after the prefill
+    accept_hist: dict[int, int] | None = None  # accepted draft tokens per speculative cycle -> count
+    drafter_forwards: int = 0
 
 
 class Method(Protocol):
@@ -198,7 +200,8 @@ class EngineMethod:
         return Run(
             tokens=summary.text_tokens, target_forwards=summary.target_forwards, decode_s=summary.decode_s,
             wall_s=wall, draft_ms=summary.draft_ms_per_step * cycles, verify_ms=summary.verify_ms_per_step * cycles,
-            cycles=cycles,
+            cycles=cycles, accept_hist=summary.accept_length_hist,
+            drafter_forwards=round(summary.drafter_forwards_per_step * summary.spec_steps),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -355,6 +358,25 @@ def aggregate(runs: list[Run], baseline: list[Run] | None, indices: list[int], g
         "draft_ms": sum(r.draft_ms for r in chosen) / cycles if split else None,
         "verify_ms": sum(r.verify_ms for r in chosen) / cycles if split else None,
         "wall_s": sum(r.wall_s for r in chosen),
+        **acceptance_stats(chosen),
+    }
+
+
+def acceptance_stats(runs: list[Run]) -> dict[str, Any]:
+    """Speculative cycles, mean accepted drafts per cycle, alpha_d by depth, drafter forwards per cycle."""
+    hist: dict[int, int] = {}
+    for run in runs:
+        for length, count in (run.accept_hist or {}).items():
+            hist[int(length)] = hist.get(int(length), 0) + count
+    cycles = sum(hist.values())
+    if not cycles:
+        return {"spec_cycles": 0, "mean_accepted": None, "acceptance_by_depth": [], "drafter_forwards_per_cycle": None}
+    reached = [sum(c for n, c in hist.items() if n >= d) for d in range(max(hist) + 1)]
+    return {
+        "spec_cycles": cycles,
+        "mean_accepted": sum(n * c for n, c in hist.items()) / cycles,
+        "acceptance_by_depth": [reached[d] / reached[d - 1] for d in range(1, len(reached))],
+        "drafter_forwards_per_cycle": sum(r.drafter_forwards for r in runs) / cycles,
     }
 
 

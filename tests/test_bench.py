@@ -13,7 +13,8 @@ from core.registry import random_drafter
 
 SPEC_BENCH = Path("/work/shared/benchmarks/spec_bench_questions.jsonl")
 METRICS = {"prompts", "new_tokens", "target_forwards", "tau", "decode_s", "tokens_per_s", "speedup", "match_rate",
-           "draft_ms", "verify_ms", "wall_s"}
+           "draft_ms", "verify_ms", "wall_s", "spec_cycles", "mean_accepted", "acceptance_by_depth",
+           "drafter_forwards_per_cycle"}
 
 
 def write_lines(path: Path, lines: list) -> Path:
