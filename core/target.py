@@ -86,11 +86,13 @@ class TargetModel:
         return int(self.lm_head.weight.shape[0])
 
     def fingerprint(self) -> str:
-        """A short hash of the token embedding: identifies the target a drafter was trained for."""
+        """A short hash of the token embedding: identifies the target a drafter was trained for.
+
+        Taken after rounding to bfloat16, so the same checkpoint loaded in float32 or bfloat16 matches.
+        """
         weight = self.embed_tokens.weight.detach()
-        probe = weight[:: max(1, weight.shape[0] // 64), :16].float().cpu()
-        rounded = torch.round(probe * 1e4).to(torch.int64).numpy().tobytes()
-        return hashlib.sha256(rounded + str(tuple(weight.shape)).encode()).hexdigest()[:16]
+        probe = weight[:: max(1, weight.shape[0] // 64), :16].to(torch.bfloat16).float().cpu()
+        return hashlib.sha256(probe.numpy().tobytes() + str(tuple(weight.shape)).encode()).hexdigest()[:16]
 
     def new_cache(self) -> DynamicCache:
         return DynamicCache(config=self.config)

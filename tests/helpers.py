@@ -1,6 +1,7 @@
 """Shared test builders: tiny random targets that reuse the real tokenizer, and an oracle proposer."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from core.target import TargetModel
 from core.tree import Layer, assemble
 
 VOCAB = 49152  # the default target's tokenizer
+TEST_DEVICE = os.environ.get("JAKIRO_TEST_DEVICE", "cpu")  # benchmarks/gpu_check.sh runs the suite on cuda
 
 
 def make_tiny_target(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 64, context: int = 512) -> TargetModel:
@@ -30,7 +32,7 @@ def make_tiny_target(folder: Path, seed: int = 0, layers: int = 2, hidden: int =
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(resolve_target("default")).save_pretrained(folder)
-    return TargetModel.load(str(folder), dtype="float32", device="cpu")
+    return TargetModel.load(str(folder), dtype="float32", device=TEST_DEVICE)
 
 
 class OracleProposer:
@@ -61,7 +63,7 @@ class OracleProposer:
         layers, parent = [], 0
         offset = 1
         for depth in range(1, tree.depth + 1):
-            logits = self.target.model(torch.tensor([seq])).logits[0, -1]
+            logits = self.target.model(torch.tensor([seq], device=self.target.device)).logits[0, -1].cpu()
             top = logits.topk(1 + self.decoys).indices.tolist()
             true_at = 0
             if depth in self.sibling_depths and len(top) > 1:

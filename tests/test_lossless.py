@@ -27,7 +27,7 @@ def plain_outputs(tiny_target):
 def test_plain_decoder_matches_hf_generate(tiny_target, plain_outputs):
     ids = tiny_target.encode_chat(PROMPTS[0])
     out = tiny_target.model.generate(
-        torch.tensor([ids]), max_new_tokens=40, do_sample=False, eos_token_id=sorted(tiny_target.stop_token_ids),
+        torch.tensor([ids], device=tiny_target.device), max_new_tokens=40, do_sample=False, eos_token_id=sorted(tiny_target.stop_token_ids),
         pad_token_id=2,
     )[0, len(ids):].tolist()
     assert plain_outputs[PROMPTS[0]] == out[: len(plain_outputs[PROMPTS[0]])]

@@ -66,9 +66,11 @@ def test_engine_two_token_distribution(tiny_target):
     prompt = tiny_target.encode_chat("Hi")
     decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target, decoys=1, sibling_depths=frozenset({1})))
     with torch.inference_mode():
-        p1 = target_probs(tiny_target.model(torch.tensor([prompt])).logits[0, -1:], sampling)[0]
+        dev = tiny_target.device
+        p1 = target_probs(tiny_target.model(torch.tensor([prompt], device=dev)).logits[0, -1:].cpu(), sampling)[0]
         firsts = p1.nonzero().flatten().tolist()
-        p2 = {x: target_probs(tiny_target.model(torch.tensor([prompt + [x]])).logits[0, -1:], sampling)[0] for x in firsts}
+        p2 = {x: target_probs(tiny_target.model(torch.tensor([prompt + [x]], device=dev)).logits[0, -1:].cpu(), sampling)[0]
+              for x in firsts}
     draws = 600
     counts: dict[tuple[int, int], int] = {}
     for seed in range(draws):

@@ -28,6 +28,7 @@ def add_parser(subparsers) -> None:
     feat.add_argument("--dtype", default="bfloat16")
     feat.add_argument("--answers", type=Path, default=default_root / "answers")
     feat.add_argument("--chitchat", type=int, default=0, help="also teacher-force this many human conversations")
+    feat.add_argument("--prompt-context", type=int, default=160, help="prompt tokens kept before each answer")
     feat.add_argument("--out", type=Path, default=default_root / "features.safetensors")
     feat.set_defaults(func=cmd_features)
 
@@ -63,7 +64,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from core.train.data import chitchat_conversations, record_features, self_distilled
 
     target = TargetModel.load(args.target, args.dtype)
-    sequences = self_distilled(args.answers)
+    sequences = self_distilled(args.answers, args.prompt_context)
     if args.chitchat:
         sequences += chitchat_conversations(target, args.chitchat)
     if not sequences:

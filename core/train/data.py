@@ -75,14 +75,19 @@ def encode_conversation(target: TargetModel, messages: list[dict]) -> tuple[list
     return ids, mask
 
 
-def self_distilled(answers_dir: Path) -> list[Sequence]:
-    """Sequences from the answer shards written by ``selfdistill.answer_prompts``."""
+def self_distilled(answers_dir: Path, prompt_context: int = 160) -> list[Sequence]:
+    """Sequences from the answer shards written by ``selfdistill.answer_prompts``.
+
+    Only the last ``prompt_context`` prompt tokens are kept: the loss is on the answer, and a
+    long prompt costs feature recording and training time without teaching much more.
+    """
     out = []
     for shard in sorted(answers_dir.glob("shard-*.jsonl")):
         for line in shard.open():
             rec = json.loads(line)
-            ids = rec["prompt_ids"] + rec["answer_ids"]
-            mask = [0] * len(rec["prompt_ids"]) + [1] * len(rec["answer_ids"])
+            prompt = rec["prompt_ids"][-prompt_context:]
+            ids = prompt + rec["answer_ids"]
+            mask = [0] * len(prompt) + [1] * len(rec["answer_ids"])
             out.append(Sequence(ids=ids[-MAX_LEN:], loss_mask=mask[-MAX_LEN:], source=rec.get("source", "answers")))
     return out
 
