@@ -44,6 +44,11 @@ COUNTER_DEFINITIONS = (
 # --- tokens ---------------------------------------------------------------------------------------
 
 
+def _escape(text: str) -> str:
+    """Escape <, > and & for Plotly's HTML subset (it does not decode &quot;, so quotes stay as they are)."""
+    return html.escape(text, quote=False)
+
+
 def visible_token(text: str, limit: int = 12) -> str:
     """A token made readable in a figure: whitespace shown, long tokens cut. Not escaped."""
     shown = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
@@ -55,7 +60,7 @@ def visible_token(text: str, limit: int = 12) -> str:
 
 def figure_token(text: str, limit: int = 12) -> str:
     """``visible_token`` escaped for Plotly, which renders a subset of HTML (``<s>`` would vanish)."""
-    return html.escape(visible_token(text, limit))
+    return _escape(visible_token(text, limit))
 
 
 def highlighted_tokens(records: Iterable[Record]) -> list[tuple[str, str]]:
@@ -247,7 +252,7 @@ def tidy_layout(graph: nx.DiGraph, root: int = 0) -> dict[int, tuple[float, floa
 def _hover(node: Record) -> str:
     source = "root" if node["parent"] < 0 else node_source(node["branch"], node["expert"])
     lines = [
-        f"<b>{html.escape(repr(node['token']))}</b>  (id {node['id']}, depth {node['depth']}, {source})",
+        f"<b>{_escape(repr(node['token']))}</b>  (id {node['id']}, depth {node['depth']}, {source})",
     ]
     if node["parent"] >= 0:
         lines.append(f"draft prob {math.exp(node['logp']):.3f} · cumulative score {node['score']:.2f}")
@@ -274,7 +279,7 @@ def _base_layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
 
 def empty_figure(message: str, height: int = 160) -> go.Figure:
     fig = go.Figure()
-    fig.add_annotation(text=html.escape(message), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+    fig.add_annotation(text=_escape(message), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
                        font=dict(size=13, color="#777"))
     return _base_layout(fig, height, xaxis=dict(visible=False), yaxis=dict(visible=False))
 
@@ -362,8 +367,8 @@ def mask_figure(record: Record | None) -> go.Figure:
     kept, mask = ancestor_rows(record["nodes"])
     z = [[v * (2 if by_id[node]["accepted"] else 1) for v in row] for node, row in zip(kept, mask)]
     labels = [f"{figure_token(by_id[n]['token'], 10)} ·{n}" for n in kept]
-    hover = [[f"{html.escape(repr(by_id[r]['token']))} (id {r}) {'sees' if v else 'does not see'} "
-              f"{html.escape(repr(by_id[c]['token']))} (id {c})" for c, v in zip(kept, row)]
+    hover = [[f"{_escape(repr(by_id[r]['token']))} (id {r}) {'sees' if v else 'does not see'} "
+              f"{_escape(repr(by_id[c]['token']))} (id {c})" for c, v in zip(kept, row)]
              for r, row in zip(kept, mask)]
     fig = go.Figure(go.Heatmap(
         z=z, x=labels, y=labels, zmin=0, zmax=2, showscale=False, xgap=1, ygap=1,
