@@ -148,16 +148,17 @@ class TargetModel:
         else:
             rendered = sentinel
         before, after = rendered.split(sentinel)
-        ids = self._encode(before, split_special=False)
-        ids += self._encode(prompt, split_special=True)
-        ids += self._encode(after, split_special=False)
+        ids = self.encode_text(before, split_special=False)
+        ids += self.encode_text(prompt, split_special=True)
+        ids += self.encode_text(after, split_special=False)
         if len(ids) >= self.max_context:
             raise PromptError(
                 f"the prompt is {len(ids)} tokens long but the model's context is {self.max_context} tokens: shorten it"
             )
         return ids
 
-    def _encode(self, text: str, split_special: bool) -> list[int]:
+    def encode_text(self, text: str, split_special: bool) -> list[int]:
+        """Token ids of plain text (no template); ``split_special`` keeps typed markers as text."""
         if not text:
             return []
         return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"])

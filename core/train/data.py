@@ -62,13 +62,13 @@ def encode_conversation(target: TargetModel, messages: list[dict]) -> tuple[list
     previous_role = None
     for message, sentinel in zip(messages + [None], sentinels + [None]):
         template_text, rest = rest.split(sentinel, 1) if sentinel else (rest, "")
-        piece = target._encode(template_text, split_special=False)
+        piece = target.encode_text(template_text, split_special=False)
         closes_answer = previous_role == "assistant" and piece[:1] and piece[0] in target.stop_token_ids
         ids += piece
         mask += [1] * int(bool(closes_answer)) + [0] * (len(piece) - int(bool(closes_answer)))
         if message is None:
             break
-        body = target._encode(message["content"], split_special=True)
+        body = target.encode_text(message["content"], split_special=True)
         ids += body
         mask += [int(message["role"] == "assistant")] * len(body)
         previous_role = message["role"]
@@ -120,7 +120,6 @@ def record_features(target: TargetModel, sequences: list[Sequence], path: Path, 
     hidden: list[torch.Tensor | None] = [None] * len(sequences)
     i = 0
     while i < len(order):
-        width = len(sequences[order[i]].ids)
         j = i
         while j < len(order) and (j - i + 1) * len(sequences[order[j]].ids) <= batch_tokens:
             j += 1
