@@ -12,7 +12,8 @@ from core.models import DEFAULT_TARGET, cache_dir
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="build training data and train a drafter")
     stages = train.add_subparsers(dest="stage", required=True)
-    default_root = cache_dir() / "train"
+    default_root = cache_dir() / "train"  # features and checkpoints: large, outside git
+    answers_dir = Path(__file__).resolve().parents[2] / "assets" / "train-data" / "answers"  # small, committed
 
     ans = stages.add_parser("answers", help="self-distillation: the target answers the training prompts")
     ans.add_argument("--target", default=DEFAULT_TARGET)
@@ -20,13 +21,13 @@ def add_parser(subparsers) -> None:
     ans.add_argument("--prompts", type=int, default=6000, help="how many prompts to build (resumes)")
     ans.add_argument("--batch-size", type=int, default=32)
     ans.add_argument("--max-new-tokens", type=int, default=160)
-    ans.add_argument("--out", type=Path, default=default_root / "answers")
+    ans.add_argument("--out", type=Path, default=answers_dir)
     ans.set_defaults(func=cmd_answers)
 
     feat = stages.add_parser("features", help="record the target's features on the training sequences")
     feat.add_argument("--target", default=DEFAULT_TARGET)
     feat.add_argument("--dtype", default="bfloat16")
-    feat.add_argument("--answers", type=Path, default=default_root / "answers")
+    feat.add_argument("--answers", type=Path, default=answers_dir)
     feat.add_argument("--chitchat", type=int, default=0, help="also teacher-force this many human conversations")
     feat.add_argument("--prompt-context", type=int, default=160, help="prompt tokens kept before each answer")
     feat.add_argument("--out", type=Path, default=default_root / "features.safetensors")
