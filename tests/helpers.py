@@ -1,7 +1,9 @@
 """Shared test builders: tiny random targets that reuse the real tokenizer, and an oracle proposer."""
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -81,3 +83,24 @@ class OracleProposer:
 
 
 NO_FALLBACK = FallbackConfig(enabled=False)  # tests of speculative paths must not drift into plain steps
+
+
+@contextlib.contextmanager
+def tiny_app(folder: Path) -> Iterator[str]:
+    """The explorer on a tiny target with random Jakiro and EAGLE drafters, launched; yields its URL."""
+    from app.session import engines_for
+    from app.ui import build_demo, launch_options
+    from core import registry
+
+    target = make_tiny_target(folder)
+    engines = engines_for(target, {
+        "jakiro": registry.attach(registry.random_drafter(target, "moe"), target, "jakiro"),
+        "eagle": registry.attach(registry.random_drafter(target, "dense"), target, "eagle"),
+    })
+    demo = build_demo(engines)
+    demo.queue(max_size=8)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options())
+    try:
+        yield url
+    finally:
+        demo.close()

@@ -5,28 +5,15 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from app.session import engines_for
-from app.ui import build_demo, launch_options
-from core import registry
-from tests.helpers import make_tiny_target
+from tests.helpers import tiny_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")  # gradio's queue analytics
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    target = make_tiny_target(tmp_path_factory.mktemp("tiny") / "model")
-    engines = engines_for(target, {
-        "jakiro": registry.attach(registry.random_drafter(target, "moe"), target, "jakiro"),
-        "eagle": registry.attach(registry.random_drafter(target, "dense"), target, "eagle"),
-    })
-    demo = build_demo(engines)
-    demo.queue(max_size=8)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options())
-    try:
+    with tiny_app(tmp_path_factory.mktemp("tiny") / "model") as url:
         yield Client(url, verbose=False)
-    finally:
-        demo.close()
 
 
 def test_only_generate_is_public_with_keyword_parameters(client):

@@ -16,23 +16,10 @@ playwright = pytest.importorskip("playwright.sync_api")
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from app.session import engines_for
-    from app.ui import build_demo, launch_options
-    from core import registry
-    from tests.helpers import make_tiny_target
+    from tests.helpers import tiny_app
 
-    target = make_tiny_target(tmp_path_factory.mktemp("tiny") / "model")
-    engines = engines_for(target, {
-        "jakiro": registry.attach(registry.random_drafter(target, "moe"), target, "jakiro"),
-        "eagle": registry.attach(registry.random_drafter(target, "dense"), target, "eagle"),
-    })
-    demo = build_demo(engines)
-    demo.queue(max_size=8)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options())
-    try:
+    with tiny_app(tmp_path_factory.mktemp("tiny") / "model") as url:
         yield url
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
