@@ -166,13 +166,3 @@ def to_dict(config: Any) -> dict[str, Any]:
     """Plain-data form of any config dataclass (nested configs become dicts)."""
     return dataclasses.asdict(config)
 
-
-def engine_config_from_dict(data: dict[str, Any]) -> EngineConfig:
-    """Inverse of ``to_dict`` for an EngineConfig."""
-    return EngineConfig(
-        tree=TreeConfig(**data.get("tree", {})),
-        sampling=SamplingConfig(**data.get("sampling", {})),
-        max_new_tokens=data.get("max_new_tokens", 128),
-        seed=data.get("seed", 0),
-        fallback=FallbackConfig(**data.get("fallback", {})),
-    )

@@ -10,7 +10,6 @@ Vocabulary: tau = tokens emitted per target forward, counting the bonus token (p
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -219,7 +218,3 @@ def _mean(values: Iterable[float]) -> float:
     values = list(values)
     return sum(values) / len(values) if values else 0.0
 
-
-def finite(value: float) -> float | None:
-    """JSON has no NaN/inf: map them to None."""
-    return value if math.isfinite(value) else None
