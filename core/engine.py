@@ -85,7 +85,7 @@ class SpecDecoder:
         )
         emitted = self._emit(state, [first], cfg)
         ms = (self._clock() - t0) * 1e3
-        record = self._record(state, 0, "prefill", emitted, 0, (0.0, ms, 0.0), None, None, None, None, cfg, False)
+        record = self._record(state, 0, "prefill", emitted, 0, (0.0, ms, 0.0), None, None, None, cfg, False)
         return state, record
 
     @torch.inference_mode()
@@ -124,7 +124,7 @@ class SpecDecoder:
         kind = "spec" if proposal is not None else "plain"
         record_step(state.fallback, kind, len(new_tokens), sum(timings), cfg.fallback)
         record = self._record(state, step, kind, emitted, len(result.accepted) - 1, timings, proposal, vtree, result,
-                              cfg.tree.depth, cfg, detail)
+                              cfg, detail)
         record.note = note
         return record
 
@@ -184,7 +184,7 @@ class SpecDecoder:
     def _record(
         self, state: _State, step: int, kind: str, emitted: list[EmittedToken], accepted_len: int,
         timings: tuple[float, float, float], proposal: Proposal | None, vtree: VerifyTree | None,
-        result: VerifyResult | None, depth: int | None, cfg: EngineConfig, detail: bool,
+        result: VerifyResult | None, cfg: EngineConfig, detail: bool,
     ) -> StepRecord:
         texts = self.target.tokenizer.batch_decode([[t.token_id] for t in emitted], skip_special_tokens=False)
         for token, text in zip(emitted, texts):
