@@ -12,6 +12,8 @@ from core.trace import summarize
 from core.train.data import Sequence, encode_conversation, load_features, record_features
 from core.train.losses import drafter_loss
 from core.train.loop import TrainConfig, draft_vocabulary, make_batches, train
+from core.train.unroll import StackedKV, shift_predictions, unroll_mask
+from core.registry import random_drafter
 
 
 def test_conversation_mask_marks_assistant_tokens_and_end(tiny_target):
@@ -32,6 +34,39 @@ def test_loss_is_zero_reg_when_prediction_is_exact():
     assert parts.top1 == 1.0 and parts.con_top1 == 1.0
     worse = drafter_loss(head, truth + torch.randn(6, 8), truth)
     assert worse.total.item() > parts.total.item()
+
+
+@pytest.mark.parametrize("ffn", ["moe", "dense"])
+def test_unrolled_passes_equal_drafting_on_own_predictions(tiny_target, ffn):
+    """Pass j at position t of the training-time test == a depth-(j+1) node drafted after root t-j."""
+    drafter = random_drafter(tiny_target, ffn, seed=3).float().eval()
+    n, H = 12, tiny_target.config.hidden_size
+    torch.manual_seed(0)
+    feats, embeds = torch.randn(1, n, H), torch.randn(1, n, H)  # f_t and e_{t+1}
+    positions = torch.arange(n)
+    kv, x, unrolled = StackedKV(), feats, []
+    with torch.no_grad():
+        for j in range(3):
+            out = drafter(x, embeds, positions, cache=kv, mask=unroll_mask(j, n))
+            unrolled.append(out.features[0])  # [n, H]
+            x = shift_predictions(out.features, feats[:, :1])
+        for j in range(3):
+            for t in (j, 7, n - 1):
+                root = t - j
+                cache = drafter.new_cache()
+                g = drafter(feats[0, : root + 1], embeds[0, : root + 1], positions[: root + 1], cache).features[-1]
+                for d in range(1, j + 1):
+                    pos = root + d
+                    g = drafter(g[None], embeds[0, pos : pos + 1], positions[pos : pos + 1], cache).features[0]
+                assert torch.allclose(g, unrolled[j][t], atol=1e-5), (j, t)
+
+
+def test_unroll_mask_sees_context_then_own_ancestors():
+    m = unroll_mask(2, 4).int()
+    assert m.tolist() == [[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+                          [0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0],
+                          [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0],
+                          [1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]]
 
 
 def test_batches_respect_budget_and_cover_everything():
@@ -66,10 +101,10 @@ def test_draft_vocabulary_keeps_stop_tokens(features):
     assert vocab[0] == 2 and vocab.numel() == 10
 
 
-@pytest.mark.parametrize("ffn", ["moe", "dense"])
-def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn):
+@pytest.mark.parametrize("ffn,unroll", [("moe", 2), ("dense", 1)])
+def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
     cfg = TrainConfig(ffn=ffn, draft_vocab=256, epochs=3, batch_tokens=512, checkpoint_every=4, holdout_every=6,
-                      warmup_steps=2, lr=2e-3)
+                      warmup_steps=2, lr=2e-3, unroll=unroll)
     first = train(tiny_target, features, cfg, tmp_path / "run", max_minutes=1e-9)  # stops after one step
     assert first["step"] == 1 and not first["done"]
     state = train(tiny_target, features, cfg, tmp_path / "run")
@@ -77,6 +112,7 @@ def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn):
     assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == state["step"]
     history = state["history"]
     assert history[-1]["loss"] < history[0]["loss"] + 1e-6
+    assert 0 <= history[-1]["top1_unrolled"] <= 1
     drafter = load_drafter(tmp_path / "run", tiny_target.fingerprint(), tiny_target.vocab_size)
     assert drafter.cfg.draft_vocab_size == drafter.vocab_ids.numel() <= 256
     proposer = attach(drafter, tiny_target, ffn)

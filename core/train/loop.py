@@ -22,7 +22,8 @@ from core.config import ConfigError
 from core.drafter import Drafter, config_for_target, load_drafter, save_drafter
 from core.target import TargetModel
 from core.train.data import FeatureSet
-from core.train.losses import drafter_loss
+from core.train.losses import LossParts, drafter_loss
+from core.train.unroll import StackedKV, shift_predictions, unroll_mask
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class TrainConfig:
     batch_tokens: int = 4096
     grad_clip: float = 0.5
     noise: float = 0.2  # uniform feature noise amplitude, scaled by 512 / seq_len as in EAGLE
+    unroll: int = 1  # training-time test: passes over the drafter's own predictions (1 = true features only)
+    unroll_weight: float = 1.0  # loss weight of each unrolled pass
     w_reg: float = 1.0
     w_ce: float = 0.1
     holdout_every: int = 50  # every n-th sequence is held out for evaluation
@@ -49,6 +52,8 @@ class TrainConfig:
             raise ConfigError(f"ffn must be 'dense' or 'moe', got {self.ffn!r}")
         if not (self.epochs > 0 and self.lr > 0 and self.batch_tokens >= 64):
             raise ConfigError("epochs and lr must be positive and batch_tokens >= 64")
+        if not 1 <= self.unroll <= 8:
+            raise ConfigError(f"unroll must be between 1 and 8 passes, got {self.unroll}")
 
 
 def draft_vocabulary(data: FeatureSet, size: int, always: frozenset[int]) -> torch.Tensor:
@@ -88,24 +93,46 @@ def collate(data: FeatureSet, batch: list[int]) -> tuple[torch.Tensor, torch.Ten
     return ids, mask, hidden
 
 
-def step_loss(drafter: Drafter, embed: torch.nn.Module, ids, mask, hidden, cfg: TrainConfig, train: bool):
-    """Forward the drafter over a batch and compute the loss at the assistant positions."""
+def step_loss(drafter: Drafter, embed: torch.nn.Module, ids, mask, hidden, cfg: TrainConfig, train: bool,
+              passes: int | None = None) -> list[LossParts]:
+    """Forward the drafter over a batch, unrolled ``passes`` times (training-time test), and compute
+    each pass's loss at the assistant positions (pass j only where a depth-(j+1) node can exist)."""
+    passes = passes or cfg.unroll
     L = ids.shape[1]
     feats = hidden[:, :-1].float()  # [B, L-1, H] f_t
     if train and cfg.noise > 0:
         feats = feats + (torch.rand_like(feats) - 0.5) * cfg.noise * 512 / L
     with torch.no_grad():
         next_embeds = embed(ids[:, 1:]).float()  # [B, L-1, H] e_{t+1}
-    out = drafter(feats, next_embeds, torch.arange(L - 1, device=ids.device))
-    pos1 = mask[:, 2:]  # [B, L-2] position t predicts token t+2 (an assistant token)
+    positions = torch.arange(L - 1, device=ids.device)
+    kv = StackedKV() if passes > 1 else None
+    parts = []
+    for j in range(passes):
+        attn_mask = unroll_mask(j, L - 1, ids.device) if kv is not None else None
+        out = drafter(feats, next_embeds, positions, cache=kv, mask=attn_mask)
+        parts.append(_pass_loss(drafter, out, mask, hidden, j, cfg))
+        feats = shift_predictions(out.features, feats[:, :1])  # [B, L-1, H] the drafter's own f_t
+    return parts
+
+
+def _pass_loss(drafter: Drafter, out, mask, hidden, j: int, cfg: TrainConfig) -> LossParts:
+    L = hidden.shape[1]
+    pos1 = mask[:, 2:].clone()  # [B, L-2] position t predicts token t+2 (an assistant token)
+    pos1[:, :j] = False  # pass j at t reads predictions that start at position j
     pred = out.features[:, : L - 2][pos1]
     truth = hidden[:, 1 : L - 1][pos1].float()
     pred_con = truth_con = None
     if out.contrastive is not None and L > 3:
-        pos2 = mask[:, 3:]  # [B, L-3] contrastive at t predicts token t+3
+        pos2 = mask[:, 3:].clone()  # [B, L-3] contrastive at t predicts token t+3
+        pos2[:, :j] = False
         pred_con = out.contrastive[:, : L - 3][pos2]
         truth_con = hidden[:, 2 : L - 1][pos2].float()
     return drafter_loss(drafter.head_weight, pred, truth, pred_con, truth_con, cfg.w_reg, cfg.w_ce)
+
+
+def combined_loss(parts: list[LossParts], unroll_weight: float) -> torch.Tensor:
+    """Pass 0 at full weight, every unrolled pass at ``unroll_weight``."""
+    return parts[0].total + unroll_weight * sum(p.total for p in parts[1:])
 
 
 def _lr_lambda(total: int, warmup: int):
@@ -139,20 +166,26 @@ def _load_optimizer(run: Path, drafter: Drafter, optimizer) -> None:
 
 @torch.no_grad()
 def evaluate(drafter: Drafter, embed, data: FeatureSet, holdout: list[int], cfg: TrainConfig) -> dict:
-    """Teacher-forced top-1 agreement with the target at t+1 (and t+2 for the contrastive branch)."""
+    """Teacher-forced top-1 agreement with the target at t+1 (and t+2 for the contrastive branch), and
+    top-1 at t+1 when reading the drafter's own previous prediction (``top1_unrolled``, a depth-2 node)."""
     drafter.eval()
-    parts = [step_loss(drafter, embed, *collate(data, b), cfg, train=False)
-             for b in make_batches([int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))], holdout,
-                                   cfg.batch_tokens, 0)]
+    lengths = [int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))]
+    runs = [step_loss(drafter, embed, *collate(data, b), cfg, train=False, passes=2)
+            for b in make_batches(lengths, holdout, cfg.batch_tokens, 0)]
     drafter.train()
-    n = sum(p.positions for p in parts) or 1
-    con = [p for p in parts if not math.isnan(p.con_top1)]
+    first, second = [r[0] for r in runs], [r[1] for r in runs]
     return {
-        "loss": sum(p.total.item() * p.positions for p in parts) / n,
-        "top1": sum(p.top1 * p.positions for p in parts) / n,
-        "con_top1": (sum(p.con_top1 * p.positions for p in con) / max(1, sum(p.positions for p in con))) if con else None,
-        "positions": n,
+        "loss": _mean(first, lambda p: p.total.item()),
+        "top1": _mean(first, lambda p: p.top1),
+        "con_top1": _mean([p for p in first if not math.isnan(p.con_top1)], lambda p: p.con_top1),
+        "top1_unrolled": _mean(second, lambda p: p.top1),
+        "positions": sum(p.positions for p in first),
     }
+
+
+def _mean(parts: list[LossParts], value) -> float | None:
+    n = sum(p.positions for p in parts)
+    return sum(value(p) * p.positions for p in parts) / n if n else None
 
 
 def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, max_minutes: float | None = None) -> dict:
@@ -198,7 +231,8 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
             with accelerator.autocast():
                 parts = step_loss(model, embed, ids.to(accelerator.device), mask.to(accelerator.device),
                                   hidden.to(accelerator.device), cfg, train=True)
-            accelerator.backward(parts.total)
+                loss = combined_loss(parts, cfg.unroll_weight)
+            accelerator.backward(loss)
             accelerator.clip_grad_norm_(drafter.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
@@ -206,7 +240,8 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
             state["step"] += 1
             state["batch"] += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{parts.total.item():.3f}", top1=f"{parts.top1:.2f}", con=f"{parts.con_top1:.2f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{parts[0].top1:.2f}", con=f"{parts[0].con_top1:.2f}",
+                            deep=f"{parts[-1].top1:.2f}")
             if state["step"] % cfg.checkpoint_every == 0 or state["step"] >= total_steps:
                 if accelerator.is_main_process:
                     state["history"].append({"step": state["step"], **evaluate(model, embed, data, holdout[:60], cfg)})
