@@ -121,3 +121,19 @@ def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
     plain = summarize(SpecDecoder(tiny_target).generate("Count from 3 please.", EngineConfig(max_new_tokens=24)))
     spec = summarize(decoder.generate("Count from 3 please.", EngineConfig(max_new_tokens=24, tree=tree)))
     assert spec.text_tokens == plain.text_tokens
+
+
+def test_prompt_sets_are_deterministic_and_never_hold_benchmark_questions():
+    from pathlib import Path
+
+    from core.train.broad import build_broad_prompts
+    from core.train.prompts import build_prompts
+
+    chat, broad = build_prompts(600), build_broad_prompts(300)
+    assert chat == build_prompts(600) and broad == build_broad_prompts(300)
+    assert len({p["prompt"] for p in broad}) == len(broad)
+    assert {"coding", "stem", "humanities", "reasoning"} <= {p["source"] for p in broad}
+    bench = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "spec_bench_questions.jsonl"
+    if bench.is_file():
+        turns = {t.strip() for line in bench.open() for t in json.loads(line)["turns"]}
+        assert not turns & {p["prompt"].strip() for p in chat + broad}

@@ -13,21 +13,26 @@ def add_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="build training data and train a drafter")
     stages = train.add_subparsers(dest="stage", required=True)
     default_root = cache_dir() / "train"  # features and checkpoints: large, outside git
-    answers_dir = Path(__file__).resolve().parents[2] / "assets" / "train-data" / "answers"  # small, committed
+    data_dir = Path(__file__).resolve().parents[2] / "assets" / "train-data"  # answers: small, committed
+    answers_dir = data_dir / "answers"
 
     ans = stages.add_parser("answers", help="self-distillation: the target answers the training prompts")
     ans.add_argument("--target", default=DEFAULT_TARGET)
     ans.add_argument("--dtype", default="bfloat16")
+    ans.add_argument("--set", choices=["chat", "broad"], default="chat",
+                     help="chat: conversation, docs, quotes, templates; broad: coding, extraction, science, "
+                          "humanities, reasoning")
     ans.add_argument("--prompts", type=int, default=6000, help="how many prompts to build (resumes)")
     ans.add_argument("--batch-size", type=int, default=32)
     ans.add_argument("--max-new-tokens", type=int, default=160)
-    ans.add_argument("--out", type=Path, default=answers_dir)
+    ans.add_argument("--out", type=Path, default=None, help="default: assets/train-data/answers[-broad]")
     ans.set_defaults(func=cmd_answers)
 
     feat = stages.add_parser("features", help="record the target's features on the training sequences")
     feat.add_argument("--target", default=DEFAULT_TARGET)
     feat.add_argument("--dtype", default="bfloat16")
-    feat.add_argument("--answers", type=Path, default=answers_dir)
+    feat.add_argument("--answers", type=Path, nargs="+", default=[answers_dir, data_dir / "answers-broad"],
+                      help="answer folders (missing ones are skipped)")
     feat.add_argument("--chitchat", type=int, default=0, help="also teacher-force this many human conversations")
     feat.add_argument("--prompt-context", type=int, default=160, help="prompt tokens kept before each answer")
     feat.add_argument("--out", type=Path, default=default_root / "features.safetensors")
@@ -52,11 +57,14 @@ def add_parser(subparsers) -> None:
 
 def cmd_answers(args: argparse.Namespace) -> int:
     from core.target import TargetModel
+    from core.train.broad import build_broad_prompts
     from core.train.prompts import build_prompts
     from core.train.selfdistill import answer_prompts
 
+    build, folder = {"chat": (build_prompts, "answers"), "broad": (build_broad_prompts, "answers-broad")}[args.set]
+    out = args.out or Path(__file__).resolve().parents[2] / "assets" / "train-data" / folder
     target = TargetModel.load(args.target, args.dtype)
-    answer_prompts(target, build_prompts(args.prompts), args.out, args.batch_size, args.max_new_tokens)
+    answer_prompts(target, build(args.prompts), out, args.batch_size, args.max_new_tokens)
     return 0
 
 
@@ -65,7 +73,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from core.train.data import chitchat_conversations, record_features, self_distilled
 
     target = TargetModel.load(args.target, args.dtype)
-    sequences = self_distilled(args.answers, args.prompt_context)
+    sequences = [s for folder in args.answers if folder.is_dir() for s in self_distilled(folder, args.prompt_context)]
     if args.chitchat:
         sequences += chitchat_conversations(target, args.chitchat)
     if not sequences:
