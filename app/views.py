@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections import Counter, defaultdict
 from typing import Any, Iterable
 
@@ -15,7 +16,7 @@ import networkx as nx
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.trace import Summary, node_source, steps_of
+from core.trace import Summary, expert_topk_overlap, node_source, steps_of, topk_overlap
 
 Record = dict[str, Any]
 
@@ -39,6 +40,12 @@ COUNTER_DEFINITIONS = (
     "measured in this run. **draft / verify ms** = mean time per step to grow the tree / run the target "
     "over it. **accepted/cycle** = draft tokens accepted per speculative cycle (bonus excluded)."
 )
+EXPERT_OVERLAP_NOTE = (
+    "Lines: experts' top-k overlap = |top-k(E0) ∩ top-k(E1)| ÷ k at each node an MoE drafter expanded, "
+    "by depth of the children it proposes; top-k(Ei) = the k = tree top-k tokens expert i alone ranks highest "
+    "(1.0 = both experts would propose the same children)."
+)
+HOVER_TOP_TOKENS = 6  # expert top-k tokens listed in a tree node's hover
 
 
 # --- tokens ---------------------------------------------------------------------------------------
@@ -189,6 +196,8 @@ def summary_table(summaries: dict[str, Summary]) -> pd.DataFrame:
             "acceptance_by_depth": " ".join(f"{a:.3f}" for a in s.acceptance_by_depth),
             "accept_length_hist": " ".join(f"{k}:{v}" for k, v in s.accept_length_hist.items()),
             "expert_acceptance": " ".join(f"{k}:{v:.3f}" for k, v in s.expert_acceptance.items()),
+            "expert_topk_overlap": s.expert_topk_overlap,
+            "expert_topk_overlap_by_depth": " ".join(f"{d}:{v:.3f}" for d, v in s.expert_topk_overlap_by_depth.items()),
         })
     return pd.DataFrame(rows)
 
@@ -265,7 +274,22 @@ def _hover(node: Record) -> str:
         lines.append(f"routing w0 {w0:.2f} w1 {w1:.2f} · v0 {v0:.2f} v1 {v1:.2f}")
     if node["parent"] >= 0:
         lines.append("accepted" if node["accepted"] else ("verified, rejected" if node["kept"] else "cut by the rerank"))
-    return "<br>".join(lines)
+    return "<br>".join(lines + _expert_topk_lines(node))
+
+
+def _expert_topk_lines(node: Record) -> list[str]:
+    """What each expert alone would propose below this node (MoE traces that recorded it; else nothing)."""
+    topk, texts = node.get("expert_topk"), node.get("expert_topk_text")
+    if not topk or not texts:
+        return []
+    k = len(topk[0])
+    lines = []
+    for expert, tokens in enumerate(texts):
+        shown = " | ".join(figure_token(t, 10) for t in tokens[:HOVER_TOP_TOKENS])
+        lines.append(f"expert {expert} top-{k}: {shown}{' …' if k > HOVER_TOP_TOKENS else ''}")
+    shared = round(topk_overlap(topk) * k)
+    lines.append(f"experts' top-{k} overlap {shared}/{k}")
+    return lines
 
 
 def _base_layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
@@ -491,14 +515,37 @@ def sibling_stats(records: Iterable[Record]) -> dict[int, dict[str, float]]:
 
 
 def sibling_diversity_figure(traces: dict[str, list[Record]]) -> go.Figure:
-    """Distinct tokens in each tree layer (1.0 = no two parents drafted the same token), per drafter."""
+    """Bars: distinct tokens in each tree layer (1.0 = no two parents drafted the same token), per drafter.
+    Lines: the experts' top-k overlap by depth (MoE drafters whose traces recorded it), defined underneath."""
     series, colors = {}, {}
+    overlaps: dict[str, dict[int, float]] = {}  # drafter label -> depth -> mean overlap
     for i, (name, records) in enumerate(_drafter_traces(traces).items()):
         stats = sibling_stats(records)
         series[method_label(name)] = (list(stats), [v["distinct_in_layer"] for v in stats.values()])
         colors[method_label(name)] = method_color(name, i)
-    fig = _bars(series, colors, "tree depth", "distinct tokens ÷ candidates", rate=True)
+        _, by_depth = expert_topk_overlap(records)
+        if by_depth:
+            overlaps[method_label(name)] = by_depth
+    fig = _bars(series, colors, "tree depth", "distinct ÷ candidates; overlap", rate=True)
+    if overlaps:
+        _add_overlap_lines(fig, overlaps, colors)
     return fig
+
+
+def _add_overlap_lines(fig: go.Figure, overlaps: dict[str, dict[int, float]], colors: dict[str, str]) -> None:
+    """Mutates ``fig``: one dashed line per MoE drafter, and the definition written below the plot."""
+    for label, by_depth in overlaps.items():
+        fig.add_trace(go.Scatter(
+            x=list(by_depth), y=list(by_depth.values()), mode="lines+markers",
+            name=f"{label} · experts' top-k overlap",
+            line=dict(color=_darker(colors[label]), dash="dash", width=2.5),
+            marker=dict(symbol="diamond", size=9, line=dict(color="#ffffff", width=1)),
+            hovertemplate="children at depth %{x}: overlap %{y:.2f}<extra></extra>",
+        ))
+    note = "<br>".join(_escape(line) for line in textwrap.wrap(EXPERT_OVERLAP_NOTE, 95))
+    fig.add_annotation(text=note, x=0, y=-0.28, xref="paper", yref="paper", xanchor="left", yanchor="top",
+                       showarrow=False, align="left", font=dict(size=10, color="#555555"))
+    fig.update_layout(height=350, margin=dict(l=60, r=10, t=30, b=115))
 
 
 def expert_share_figure(traces: dict[str, list[Record]]) -> go.Figure:
@@ -557,6 +604,12 @@ def routing_confidence_figure(traces: dict[str, list[Record]]) -> go.Figure:
     fig = _bars(series, colors, "routing confidence (max gate weight)", "acceptance", hover=hover, rate=True)
     fig.update_xaxes(dtick=None, type="category")
     return fig
+
+
+def _darker(color: str, factor: float = 0.5) -> str:
+    """A ``#rrggbb`` colour scaled towards black (lines drawn over bars of the same hue stay visible)."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return "#" + "".join(f"{int(c * factor):02x}" for c in (r, g, b))
 
 
 def _drafter_traces(traces: dict[str, list[Record]]) -> dict[str, list[Record]]:

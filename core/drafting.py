@@ -8,6 +8,10 @@ predicts the root's children), then expands the frontier layer by layer under th
     layer d (d >= 2) <- one drafter forward over the top_k frontier nodes of layer d-1
     hybrid schedule: the last layer comes from the contrastive branch of the forward before it
                      (evaluated at each frontier node's parent), so the last forward is skipped.
+
+An MoE drafter also hands back each expanded node's per-expert features (``ExpertFeatures``),
+by reference only: what each expert alone would propose there is scored later, outside the
+timed drafting phase, when the engine builds its records.
 """
 from __future__ import annotations
 
@@ -24,9 +28,28 @@ Embed = Callable[[torch.Tensor], torch.Tensor]  # [n] token ids -> [n, H]
 
 
 @dataclass
+class ExpertFeatures:
+    """Each expanded node's per-expert output features, kept by reference while drafting (MoE only)."""
+
+    rows: dict[int, torch.Tensor]  # tree node -> [2, H] each expert alone at that node (its children's source)
+    drafter: Drafter  # scores them through the target's lm_head rows
+    top_k: int  # children per expanded node
+
+    def top_tokens(self) -> dict[int, list[list[int]]]:
+        """Tree node -> [2][k] target token ids of each expert's k most likely children, best first."""
+        if not self.rows:
+            return {}
+        nodes = sorted(self.rows)
+        logp = self.drafter.log_probs(torch.stack([self.rows[n] for n in nodes]))  # [e, 2, V']
+        cols = logp.topk(min(self.top_k, logp.shape[-1]), dim=-1).indices  # [e, 2, k]
+        return dict(zip(nodes, self.drafter.vocab_ids[cols].tolist()))
+
+
+@dataclass
 class Proposal:
     tree: DraftTree
     forwards: int  # drafter forwards spent on this tree
+    experts: ExpertFeatures | None = None  # MoE drafters: what each expert alone proposes at expanded nodes
 
 
 class Proposer(Protocol):
@@ -116,9 +139,9 @@ class FeatureProposer:
         self.cache.crop(root_pos - m)
         cycle = _Cycle(root_pos=root_pos, parents=[-1], tokens=[int(next_tokens[-1])])
         # 1. Catch up on the verified tokens; the last row is the root's own output.
+        moe = self.drafter.cfg.is_moe
         out = self.drafter(
-            features, self.embed(next_tokens), torch.arange(root_pos - m, root_pos), self.cache,
-            with_experts=tree.decoupled,
+            features, self.embed(next_tokens), torch.arange(root_pos - m, root_pos), self.cache, with_experts=moe,
         )
         cycle.fed[0] = _rows(out, [m - 1])[0]
         forwards = 1
@@ -133,13 +156,17 @@ class FeatureProposer:
             offset += last.tokens.numel()
             contrastive = tree.schedule == "hybrid" and depth == tree.depth
             if not contrastive:
-                self._feed(cycle, frontier, tree)
+                self._feed(cycle, frontier)
                 forwards += 1
             layers.append(self._children(cycle, frontier, last.scores[pick], tree, contrastive))
             cycle.add(layers[-1])
-        return Proposal(tree=assemble(cycle.tokens[0], layers, tree.total_tokens), forwards=forwards)
+        experts = None
+        if moe:  # every fed node was expanded from its own output (contrastive children come from the parent)
+            rows = {node: row.experts for node, row in cycle.fed.items() if row.experts is not None}
+            experts = ExpertFeatures(rows=rows, drafter=self.drafter, top_k=tree.top_k)
+        return Proposal(tree=assemble(cycle.tokens[0], layers, tree.total_tokens), forwards=forwards, experts=experts)
 
-    def _feed(self, cycle: _Cycle, frontier: list[int], tree: TreeConfig) -> None:
+    def _feed(self, cycle: _Cycle, frontier: list[int]) -> None:
         """One drafter forward over the frontier under the tree mask; mutates ``cycle`` (fed, entries)."""
         committed = cycle.root_pos
         cycle.entries.extend(frontier)
@@ -156,7 +183,8 @@ class FeatureProposer:
         ids = torch.tensor([cycle.tokens[node] for node in frontier])  # [f]
         positions = torch.tensor([cycle.root_pos + depths[node] - 1 for node in frontier])  # [f]
         device = parent_feats.device
-        out = self.drafter(parent_feats, self.embed(ids), positions, self.cache, mask.to(device), tree.decoupled)
+        with_experts = self.drafter.cfg.is_moe
+        out = self.drafter(parent_feats, self.embed(ids), positions, self.cache, mask.to(device), with_experts)
         cycle.fed.update(zip(frontier, _rows(out, list(range(len(frontier))))))
 
     def _children(

@@ -195,7 +195,7 @@ class SpecDecoder:
         if tree is not None and vtree is not None and result is not None:
             path = [int(vtree.nodes[i]) for i in result.accepted]
             if detail:
-                nodes = self._node_records(tree, vtree, result, path)
+                nodes = self._node_records(proposal, vtree, result, path)
         new_tokens = len(state.generated)
         return StepRecord(
             step=step, kind=kind, emitted=emitted, accepted_len=accepted_len,
@@ -208,21 +208,35 @@ class SpecDecoder:
             nodes=nodes, accepted_path=path, finished=bool(stop), stop_reason=stop,
         )
 
-    def _node_records(self, tree: DraftTree, vtree: VerifyTree, result: VerifyResult, path: list[int]) -> list[NodeRecord]:
-        texts = self.target.tokenizer.batch_decode([[t] for t in tree.tokens.tolist()], skip_special_tokens=False)
+    def _node_records(
+        self, proposal: Proposal, vtree: VerifyTree, result: VerifyResult, path: list[int]
+    ) -> list[NodeRecord]:
+        """Every scored node; for an MoE drafter, expanded nodes also get each expert's own top-k (scored here,
+        outside the timed phases, from the features the proposer kept)."""
+        tree = proposal.tree
+        expert_topk = proposal.experts.top_tokens() if proposal.experts is not None else {}
+        tokens = tree.tokens.tolist()
+        text = self._token_texts(tokens + [t for pair in expert_topk.values() for top in pair for t in top])
         target_prob = {int(c): result.node_target_prob[i] for i, c in enumerate(vtree.nodes.tolist()) if i > 0}
         on_path = set(path)
-        parents, depths, tokens = tree.parents.tolist(), tree.depths.tolist(), tree.tokens.tolist()
+        parents, depths = tree.parents.tolist(), tree.depths.tolist()
         logp, scores, kept = tree.logp.tolist(), tree.scores.tolist(), tree.kept.tolist()
         experts, routing = tree.experts.tolist(), tree.routing.tolist()
         return [
             NodeRecord(
-                id=i, parent=parents[i], depth=depths[i], token_id=tokens[i], token=texts[i], logp=logp[i],
+                id=i, parent=parents[i], depth=depths[i], token_id=tokens[i], token=text[tokens[i]], logp=logp[i],
                 score=scores[i], kept=kept[i], branch=tree.branches[i], expert=experts[i],
                 routing=[round(x, 4) for x in routing[i]], target_prob=target_prob.get(i), accepted=i in on_path,
+                expert_topk=expert_topk.get(i),
+                expert_topk_text=[[text[t] for t in top] for top in expert_topk[i]] if i in expert_topk else None,
             )
             for i in range(tree.size)
         ]
+
+    def _token_texts(self, ids: list[int]) -> dict[int, str]:
+        """Each distinct token id decoded once."""
+        unique = sorted(set(ids))
+        return dict(zip(unique, self.target.tokenizer.batch_decode([[t] for t in unique], skip_special_tokens=False)))
 
     def _header(self, prompt: str | list[int], prompt_ids: list[int], cfg: EngineConfig) -> dict[str, Any]:
         drafter_cfg = None

@@ -6,6 +6,12 @@ cross process, API and file boundaries unchanged; ``summarize`` computes every m
 and the benchmarks show from them, and nothing else does.
 
 Vocabulary: tau = tokens emitted per target forward, counting the bonus token (plain = 1.00).
+Experts' top-k overlap = |top-k(E0) ∩ top-k(E1)| / k at an expanded node of an MoE drafter, where
+top-k(Ei) are the k = tree top_k tokens expert i alone ranks highest there (1.0: both experts would
+propose the same children; 0.0: disjoint proposals).
+
+Compatibility: fields added after version 1 are optional. A reader treats a missing one as None
+(``NodeRecord.expert_topk`` and ``expert_topk_text`` are absent from older traces).
 """
 from __future__ import annotations
 
@@ -39,6 +45,10 @@ class NodeRecord:
     routing: list[float]  # (w0, w1, v0, v1) of the gate that produced the node's distribution
     target_prob: float | None  # target's probability of the token at its parent (kept nodes only)
     accepted: bool
+    # [2][k] target token ids each expert alone ranks highest for this node's children, best first; only for
+    # nodes an MoE drafter expanded from their own output (None otherwise, and in older traces)
+    expert_topk: list[list[int]] | None = None
+    expert_topk_text: list[list[str]] | None = None  # [2][k] the same tokens as text
 
 
 @dataclass
@@ -148,6 +158,8 @@ class Summary:
     accept_length_hist: dict[int, int]  # accepted draft tokens per spec cycle -> count
     expert_usage: dict[str, dict[int, int]]  # source -> depth -> verified nodes
     expert_acceptance: dict[str, float]  # source -> accepted / verified
+    expert_topk_overlap: float | None  # mean experts' top-k overlap over expanded nodes; None without records
+    expert_topk_overlap_by_depth: dict[int, float]  # depth of the proposed children -> mean overlap
     text_tokens: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,6 +201,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> Summary:
             verified[source] += 1
             accepted_by[source] += int(node["accepted"])
     n_spec = max(1, len(spec))
+    overlap, overlap_by_depth = expert_topk_overlap(spec)
     return Summary(
         new_tokens=new_tokens,
         target_forwards=forwards,
@@ -206,8 +219,31 @@ def summarize(records: Iterable[dict[str, Any]]) -> Summary:
         accept_length_hist=dict(sorted(hist.items())),
         expert_usage={k: dict(sorted(v.items())) for k, v in sorted(usage.items())},
         expert_acceptance={k: accepted_by[k] / verified[k] for k in sorted(verified)},
+        expert_topk_overlap=overlap,
+        expert_topk_overlap_by_depth=overlap_by_depth,
         text_tokens=[t["token_id"] for s in steps for t in s["emitted"]],
     )
+
+
+def topk_overlap(expert_topk: list[list[int]]) -> float:
+    """|top-k(E0) ∩ top-k(E1)| / k for one node's [2][k] expert top-k token ids."""
+    first, second = expert_topk
+    return len(set(first) & set(second)) / len(first)
+
+
+def expert_topk_overlap(records: Iterable[dict[str, Any]]) -> tuple[float | None, dict[int, float]]:
+    """Mean experts' top-k overlap over every expanded node of the speculative steps, and the same mean by
+    the depth of the proposed children (the expanded node's depth + 1). None and {} when nothing was recorded
+    (dense drafters, traces without tree details, older traces)."""
+    by_depth: dict[int, list[float]] = defaultdict(list)
+    for step in steps_of(records):
+        if step["kind"] != "spec":
+            continue
+        for node in step.get("nodes", []):
+            if node.get("expert_topk"):
+                by_depth[node["depth"] + 1].append(topk_overlap(node["expert_topk"]))
+    values = [v for vs in by_depth.values() for v in vs]
+    return (_mean(values) if values else None), {d: _mean(by_depth[d]) for d in sorted(by_depth)}
 
 
 def _tree_depth(step: dict[str, Any]) -> int:

@@ -5,6 +5,7 @@ import copy
 import json
 
 import networkx as nx
+import pandas as pd
 import pytest
 
 from app import views
@@ -123,6 +124,36 @@ def test_tree_figure_traces(session, oracle_trace):
     assert oracle["accepted_len"] == SETTINGS.depth
     path = views.tree_figure(oracle).data[1]
     assert sum(x is None for x in path.x) == len(oracle["accepted_path"]) - 1
+
+
+def test_expert_topk_in_hover_table_and_diversity_figure(session):
+    jakiro, eagle = session.traces["jakiro"], session.traces["eagle"]
+    record = spec_step(jakiro)
+    root = record["nodes"][0]
+    k = SETTINGS.tree_top_k
+    assert [len(ids) for ids in root["expert_topk"]] == [k, k]
+    hover = " ".join(h for t in views.tree_figure(record).data[2:] for h in t.hovertext)
+    assert f"expert 0 top-{k}:" in hover and f"expert 1 top-{k}:" in hover and f"experts' top-{k} overlap" in hover
+    assert "top-" not in " ".join(h for t in views.tree_figure(spec_step(eagle)).data[2:] for h in t.hovertext)
+    # the figure's line is the summary's overlap by depth, with its definition written below the plot
+    fig = views.sibling_diversity_figure(session.traces)
+    lines = [t for t in fig.data if t.type == "scatter"]
+    assert [t.name for t in lines] == ["Jakiro (MoE) · experts' top-k overlap"]
+    by_depth = session.summaries()["jakiro"].expert_topk_overlap_by_depth
+    assert list(lines[0].x) == list(by_depth) and list(lines[0].y) == pytest.approx(list(by_depth.values()))
+    assert "|top-k(E0) ∩ top-k(E1)| ÷ k" in fig.layout.annotations[0].text
+    assert list(by_depth) == list(range(1, SETTINGS.depth))  # hybrid: the last layer is contrastive
+    table = views.summary_table(session.summaries()).set_index("method")
+    assert table.loc["jakiro", "expert_topk_overlap"] == pytest.approx(summarize(jakiro).expert_topk_overlap)
+    assert pd.isna(table.loc["eagle", "expert_topk_overlap"])
+    assert table.loc["eagle", "expert_topk_overlap_by_depth"] == ""
+    # a trace recorded before the field existed draws bars only, and its hover has no top-k lines
+    old = copy.deepcopy(jakiro)
+    for step in views.spec_steps(old):
+        for node in step["nodes"]:
+            del node["expert_topk"], node["expert_topk_text"]
+    assert not [t for t in views.sibling_diversity_figure({"jakiro": old}).data if t.type == "scatter"]
+    assert "top-" not in " ".join(h for t in views.tree_figure(spec_step(old)).data[2:] for h in t.hovertext)
 
 
 def test_tree_figure_escapes_tokens(session):

@@ -54,6 +54,19 @@ def test_summary_on_hand_checked_trace():
     assert s.draft_ms_per_step == pytest.approx(1.0)
 
 
+def test_expert_topk_overlap_on_a_hand_checked_trace():
+    assert summarize(HAND).expert_topk_overlap is None  # written before the field existed: missing -> None
+    assert summarize(HAND).expert_topk_overlap_by_depth == {}
+    root, child, other = _node(0, 0, -1, True, True, "root"), _node(1, 1, 0, True, True), _node(2, 1, 1, True, False)
+    root["expert_topk"] = [[1, 2, 3], [3, 4, 5]]  # 1 of 3 shared, children at depth 1
+    child["expert_topk"] = [[1, 2, 3], [3, 1, 2]]  # all shared (order does not matter)
+    other["expert_topk"] = [[1, 2, 3], [4, 5, 6]]  # none shared
+    trace = [header_record(method="jakiro"), _step(1, "spec", ["bonus"], 0, nodes=[root, child, other])]
+    s = summarize(trace)
+    assert s.expert_topk_overlap == pytest.approx((1 / 3 + 1 + 0) / 3)
+    assert s.expert_topk_overlap_by_depth == pytest.approx({1: 1 / 3, 2: 0.5})
+
+
 def test_round_trip_real_trace(tiny_target, tmp_path):
     proposer = attach(random_drafter(tiny_target, "moe", seed=1), tiny_target, "jakiro")
     cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=12, tree=TreeConfig(top_k=3, depth=3, total_tokens=8, schedule="hybrid"))
@@ -69,6 +82,7 @@ def test_round_trip_real_trace(tiny_target, tmp_path):
     spec = [r for r in back if r["type"] == "step" and r["kind"] == "spec"]
     assert spec and all(r["nodes"][0]["branch"] == "root" for r in spec)
     assert any(n["branch"] == "contrastive" for r in spec for n in r["nodes"])
+    assert all(r["nodes"][0]["expert_topk"] for r in spec)  # an MoE drafter records its experts' top-k
     assert all(len(r["emitted"]) == r["accepted_len"] + 1 for r in spec[:-1])
 
 

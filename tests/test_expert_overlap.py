@@ -1,0 +1,89 @@
+"""Each expert's own top-k at expanded nodes: recorded for MoE drafters, checked against the drafter's outputs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.config import EngineConfig, TreeConfig
+from core.engine import SpecDecoder
+from core.registry import attach, random_drafter
+from core.trace import summarize
+from tests.helpers import NO_FALLBACK
+
+TOP_K = 3
+DEPTH = 3
+Top = tuple[tuple[int, ...], ...]  # one node's (expert 0 ids, expert 1 ids)
+
+
+def _config(schedule: str = "standard", decoupled: bool = False) -> EngineConfig:
+    tree = TreeConfig(top_k=TOP_K, depth=DEPTH, total_tokens=8, schedule=schedule, decoupled=decoupled)
+    return EngineConfig(fallback=NO_FALLBACK, max_new_tokens=12, tree=tree)
+
+
+def _direct_topk(drafter, expert_features: torch.Tensor) -> list[Top]:
+    """[n, 2, H] expert features -> each row's experts' top-k target ids, straight from the lm_head logits."""
+    logits = expert_features.float() @ drafter.head_weight.float().T  # [n, 2, V']
+    ids = drafter.vocab_ids[logits.topk(TOP_K, dim=-1).indices]  # [n, 2, k]
+    return [tuple(tuple(expert) for expert in row) for row in ids.tolist()]
+
+
+def _spy_on_experts(drafter, monkeypatch) -> list[list[Top]]:
+    """Per drafting cycle, the experts' top-k of every row the drafter expanded from its own output."""
+    cycles: list[list[Top]] = []
+    forward = drafter.forward
+
+    def spy(features, next_embeds, positions, cache=None, mask=None, with_experts=False):
+        out = forward(features, next_embeds, positions, cache, mask, with_experts)
+        assert with_experts and out.expert_features is not None  # MoE drafters always hand their experts back
+        if mask is None:  # the catch-up forward opens a cycle; only its last row (the root) is expanded
+            cycles.append(_direct_topk(drafter, out.expert_features[-1:]))
+        else:
+            cycles[-1].extend(_direct_topk(drafter, out.expert_features))
+        return out
+
+    monkeypatch.setattr(drafter, "forward", spy)
+    return cycles
+
+
+@pytest.mark.parametrize("schedule, decoupled", [("standard", False), ("hybrid", False), ("standard", True)])
+def test_recorded_topk_and_overlap_match_the_drafters_expert_outputs(tiny_target, monkeypatch, schedule, decoupled):
+    proposer = attach(random_drafter(tiny_target, "moe", seed=3), tiny_target, "jakiro")
+    cycles = _spy_on_experts(proposer.drafter, monkeypatch)
+    records = SpecDecoder(tiny_target, proposer).generate("Hello", _config(schedule, decoupled))
+    spec = [r for r in records if r["type"] == "step" and r["kind"] == "spec"]
+    assert len(spec) == len(cycles) > 1
+    for step, direct in zip(spec, cycles):
+        expanded = [n for n in step["nodes"] if n["expert_topk"] is not None]
+        recorded = [tuple(tuple(e) for e in n["expert_topk"]) for n in expanded]
+        # frontiers are fed layer by layer in tree order, so the drafter's rows come in node-id order
+        assert recorded == direct and expanded[0]["id"] == 0  # the root first, from the catch-up forward
+        for node in expanded:
+            assert [len(e) for e in node["expert_topk_text"]] == [TOP_K, TOP_K]
+        if schedule == "hybrid":  # the last layer's parents were never fed: their children are contrastive
+            assert all(n["depth"] < DEPTH - 1 for n in expanded)
+    overlaps = [len(set(a) & set(b)) / TOP_K for direct in cycles for a, b in direct]
+    summary = summarize(records)
+    assert summary.expert_topk_overlap == pytest.approx(sum(overlaps) / len(overlaps))
+    last_expanded = DEPTH - 1 if schedule == "hybrid" else DEPTH
+    assert list(summary.expert_topk_overlap_by_depth) == list(range(1, last_expanded + 1))
+    assert all(0.0 <= v <= 1.0 for v in summary.expert_topk_overlap_by_depth.values())
+
+
+def test_dense_drafters_and_undetailed_traces_record_nothing(tiny_target):
+    dense = attach(random_drafter(tiny_target, "dense", seed=3), tiny_target, "eagle")
+    records = SpecDecoder(tiny_target, dense).generate("Hello", _config())
+    nodes = [n for r in records if r["type"] == "step" for n in r["nodes"]]
+    assert nodes and all(n["expert_topk"] is None and n["expert_topk_text"] is None for n in nodes)
+    moe = attach(random_drafter(tiny_target, "moe", seed=3), tiny_target, "jakiro")
+    for trace in (records, SpecDecoder(tiny_target, moe).generate("Hello", _config(), detail=False)):
+        summary = summarize(trace)
+        assert summary.expert_topk_overlap is None and summary.expert_topk_overlap_by_depth == {}
+
+
+def test_recording_the_experts_keeps_greedy_decoding_lossless(tiny_target):
+    moe = attach(random_drafter(tiny_target, "moe", seed=3), tiny_target, "jakiro")
+    plain = summarize(SpecDecoder(tiny_target).generate("Tell me a story", _config())).text_tokens
+    for cfg in (_config("hybrid"), _config(decoupled=True)):
+        for detail in (True, False):
+            records = SpecDecoder(tiny_target, moe).generate("Tell me a story", cfg, detail=detail)
+            assert summarize(records).text_tokens == plain
