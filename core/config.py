@@ -40,6 +40,9 @@ class TreeConfig:
     schedule: "standard" runs one drafter forward per layer; "hybrid" (Jakiro) takes the last
         layer from the contrastive branch and skips that forward (needs an MoE drafter, depth >= 2).
     decoupled: siblings come from the union of the experts' own distributions (MoE drafters only).
+    adaptive: verify, of the total_tokens best nodes, only as many as pay on this machine: the
+        drafter's path probabilities (calibrated on what was accepted) against the measured cost of
+        verifying each extra node (see core.sizing); total_tokens is then the cap.
     """
 
     top_k: int = 4
@@ -47,6 +50,7 @@ class TreeConfig:
     total_tokens: int = 24
     schedule: Schedule = "standard"
     decoupled: bool = False
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         _require(_is_int(self.top_k) and 1 <= self.top_k <= 64, f"tree top_k must be an integer in 1..64, got {self.top_k!r}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 import torch
@@ -17,9 +17,10 @@ from core.config import EngineConfig, FallbackConfig, to_dict
 from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
 from core.policy import FallbackState, decide, record_step
+from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost, path_probs
 from core.target import PromptError, TargetModel
 from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
-from core.tree import DraftTree, VerifyTree, kept_subtree
+from core.tree import DraftTree, VerifyTree, keep_best, kept_subtree
 from core.verify import VerifyResult, sample_token, verify_tree
 
 
@@ -34,6 +35,7 @@ class _State:
     generated: list[int]
     forwards: int
     fallback: FallbackState
+    calibration: Calibration = field(default_factory=Calibration)  # adaptive tree size only
 
 
 class SpecDecoder:
@@ -44,6 +46,13 @@ class SpecDecoder:
         self.proposer = proposer
         self.name = name or (proposer.name if proposer else "none")
         self._plain_ms: float | None = None  # measured once, the first time the fallback needs it
+        self._cost: CostModel | None = None  # measured once, the first time an adaptive tree needs it
+
+    def verify_cost(self) -> CostModel:
+        """This machine's verification cost line (timed target forwards, once per decoder)."""
+        if self._cost is None:
+            self._cost = fit_cost(measure_verify_cost(self.target))
+        return self._cost
 
     def generate(self, prompt: str | list[int], cfg: EngineConfig, detail: bool = True) -> list[dict[str, Any]]:
         """All records of one generation."""
@@ -96,6 +105,9 @@ class SpecDecoder:
         proposal = None
         if mode == "spec":
             proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree)
+            predicted = 0.0
+            if cfg.tree.adaptive:
+                proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
             vtree = kept_subtree(proposal.tree)
         else:
             vtree = _root_only(int(state.next_tokens[-1]))
@@ -107,6 +119,8 @@ class SpecDecoder:
         t2 = self._clock()
         # 3. Commit: keep the accepted nodes' KV, emit their tokens and the bonus token.
         accepted = torch.tensor(result.accepted)
+        if proposal is not None and cfg.tree.adaptive:
+            state.calibration.update(predicted, len(result.accepted) - 1)
         keep_accepted(state.cache, state.root_pos, accepted)
         new_tokens = vtree.tokens[accepted[1:]].tolist() + [result.bonus_token]
         verified = out.hidden[accepted.to(out.hidden.device)]  # [len(accepted), H]
@@ -127,6 +141,13 @@ class SpecDecoder:
                               cfg, detail)
         record.note = note
         return record
+
+    def _size(self, proposal: Proposal, calibration: Calibration, draft_ms: float) -> tuple[Proposal, float]:
+        """Keep only the best nodes worth verifying (core.sizing); also returns their summed path probability."""
+        tree = proposal.tree
+        probs = path_probs(tree.scores[tree.kept][1:])  # [m] best first
+        n = best_size(probs, self.verify_cost(), draft_ms, calibration.ratio, probs.numel())
+        return replace(proposal, tree=keep_best(tree, n)), float(probs[:n].sum())
 
     def _mode(self, state: _State, fallback: FallbackConfig) -> tuple[str, str]:
         """Speculate, or decode plainly while speculation is measured not to pay (see core.policy)."""

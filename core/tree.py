@@ -7,7 +7,7 @@ verification forward needs (parent index per node, depth, ancestor mask).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -108,6 +108,20 @@ def assemble(root_token: int, layers: list[Layer], total_tokens: int) -> DraftTr
         branches=branches,
         kept=kept,
     )
+
+
+def keep_best(tree: DraftTree, n: int) -> DraftTree:
+    """The same tree with only its ``n`` best kept drafted nodes still kept (the root always is).
+
+    Scores are cumulative log-probs, so a child never outscores its parent and the n best nodes
+    include their ancestors (ties keep index order, parents first).
+    """
+    kept = tree.kept.nonzero().flatten()[1:]  # [m] kept drafted nodes
+    best = kept[rank(tree.scores[kept])[:n]]
+    mask = torch.zeros_like(tree.kept)
+    mask[0] = True
+    mask[best] = True
+    return replace(tree, kept=mask)
 
 
 def kept_subtree(tree: DraftTree) -> VerifyTree:

@@ -38,6 +38,17 @@ def add_parser(subparsers) -> None:
     feat.add_argument("--out", type=Path, default=default_root / "features.safetensors")
     feat.set_defaults(func=cmd_features)
 
+    ev = stages.add_parser("eval", help="tau of a drafter on the held-out slice of the training prompts")
+    ev.add_argument("--target", default=DEFAULT_TARGET)
+    ev.add_argument("--dtype", default="bfloat16")
+    ev.add_argument("--drafter", nargs="+", required=True, help="jakiro, eagle or drafter folders")
+    ev.add_argument("--answers", type=Path, nargs="+", default=[answers_dir, data_dir / "answers-broad"])
+    ev.add_argument("--every", type=int, default=50, help="the training loop's holdout_every")
+    ev.add_argument("--limit", type=int, default=30)
+    ev.add_argument("--max-new-tokens", type=int, default=96)
+    ev.add_argument("--json", type=Path, default=None)
+    ev.set_defaults(func=cmd_eval)
+
     fit = stages.add_parser("fit", help="train (or resume) a drafter on recorded features")
     fit.add_argument("--target", default=DEFAULT_TARGET)
     fit.add_argument("--features", type=Path, nargs="+", default=[default_root / "features.safetensors"])
@@ -82,6 +93,29 @@ def cmd_features(args: argparse.Namespace) -> int:
     record_features(target, sequences, args.out)
     tokens = sum(len(s.ids) for s in sequences)
     print(f"recorded {len(sequences)} sequences, {tokens} tokens -> {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from core.config import TreeConfig
+    from core.engine import SpecDecoder
+    from core.registry import build_proposer
+    from core.target import TargetModel
+    from core.train.heldout import heldout_prompts, heldout_tau
+
+    target = TargetModel.load(args.target, args.dtype)
+    prompts = heldout_prompts(args.answers, args.every, args.limit)
+    if not prompts:
+        raise ValueError(f"no held-out prompts in {[str(a) for a in args.answers]}")
+    results = {}
+    for spec in args.drafter:
+        proposer = build_proposer(spec, target)
+        moe = bool(proposer and proposer.drafter.cfg.is_moe)
+        tree = TreeConfig(schedule="hybrid" if moe else "standard")
+        results[spec] = heldout_tau(SpecDecoder(target, proposer), prompts, tree, args.max_new_tokens)
+        print(json.dumps({spec: results[spec]}), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

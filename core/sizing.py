@@ -1,0 +1,110 @@
+"""How many drafted nodes to verify: measured verification cost against the drafter's own confidence.
+
+A node's path is accepted with probability P_i = exp(cumulative draft log-prob) when the drafter is
+calibrated, and siblings exclude each other, so verifying the T best nodes accepts on average
+E(T) = c * sum_{i<=T} P_i draft tokens (plus the target's own token), where c corrects the drafter's
+calibration from what verification actually accepted in this generation. A cycle costs the drafting
+already spent plus the verification of T + 1 tokens, which is measured on this machine:
+verify_ms(n) = fixed_ms + per_node_ms * n (a least-squares line through timed target forwards).
+The best T maximises tokens per millisecond, (1 + E(T)) / (draft_ms + verify_ms(T + 1)).
+
+Any subtree that keeps every kept node's ancestors is verified exactly, so sizing is lossless; the
+T best nodes by cumulative score always include their ancestors (a child never outscores its parent).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from core.kv import keep_accepted
+from core.target import TargetModel
+
+
+@dataclass(frozen=True)
+class CostModel:
+    fixed_ms: float  # time of a verification forward over one token
+    per_node_ms: float  # added time per extra token in the forward
+
+    def verify_ms(self, nodes: int) -> float:
+        return self.fixed_ms + self.per_node_ms * (nodes - 1)
+
+
+def fit_cost(samples: list[tuple[int, float]]) -> CostModel:
+    """Least-squares line through (nodes, ms) samples; the slope is kept non-negative."""
+    if not samples:
+        raise ValueError("fit_cost needs at least one (nodes, ms) sample")
+    n = torch.tensor([s[0] for s in samples], dtype=torch.float64) - 1  # [m] extra nodes
+    ms = torch.tensor([s[1] for s in samples], dtype=torch.float64)  # [m]
+    if n.unique().numel() < 2:
+        return CostModel(fixed_ms=float(ms.mean()), per_node_ms=0.0)
+    slope = float(((n - n.mean()) * (ms - ms.mean())).sum() / ((n - n.mean()) ** 2).sum())
+    slope = max(0.0, slope)
+    return CostModel(fixed_ms=float(ms.mean() - slope * n.mean()), per_node_ms=slope)
+
+
+@torch.inference_mode()
+def measure_verify_cost(
+    target: TargetModel, sizes: tuple[int, ...] = (1, 8, 16, 32, 48), context: int = 96, repeats: int = 3
+) -> list[tuple[int, float]]:
+    """(nodes, median ms) of target forwards over chains of ``nodes`` tokens after ``context`` tokens.
+
+    The work of a tree forward depends on its node count, not its shape, so a chain stands in for trees.
+    """
+    vocab = target.vocab_size
+    ids = torch.arange(context) * 7919 % vocab  # [context] arbitrary fixed tokens
+    cache = target.new_cache()
+    target.forward(ids, torch.arange(context), cache)
+    samples = []
+    for nodes in sizes:
+        times = []
+        for _ in range(repeats + 1):  # the first run of each size warms up
+            tokens = (torch.arange(nodes) * 104729 + 13) % vocab  # [nodes]
+            mask = torch.ones(nodes, nodes, dtype=torch.bool).tril()
+            t0 = time.perf_counter()
+            target.forward(tokens, context + torch.arange(nodes), cache, mask if nodes > 1 else None)
+            if target.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - t0) * 1e3)
+            keep_accepted(cache, context, torch.zeros(0, dtype=torch.int64))
+        samples.append((nodes, sorted(times[1:])[len(times[1:]) // 2]))
+    return samples
+
+
+@dataclass
+class Calibration:
+    """How far the drafter's confidence is from what verification accepts, in this generation."""
+
+    predicted: float = 2.0  # prior: believe the drafter (ratio 1) until evidence accrues
+    observed: float = 2.0
+    history: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.observed / self.predicted
+
+    def update(self, predicted: float, accepted: int) -> None:
+        """Mutates self with one verified cycle: the sum of P_i over the kept nodes, and the accepted count."""
+        self.predicted += predicted
+        self.observed += accepted
+        self.history.append((predicted, accepted))
+
+
+def path_probs(scores: torch.Tensor) -> torch.Tensor:
+    """[n] cumulative draft log-probs -> [n] path probabilities, best first."""
+    return scores.float().exp().sort(descending=True).values
+
+
+def best_size(probs: torch.Tensor, cost: CostModel, draft_ms: float, ratio: float, cap: int) -> int:
+    """The number of drafted nodes (0..cap) to verify that maximises expected tokens per millisecond.
+
+    probs: [n] path probabilities of the drafted nodes, best first.
+    """
+    cap = min(cap, probs.numel())
+    if cap == 0:
+        return 0
+    sizes = torch.arange(cap + 1, dtype=torch.float64)  # [cap + 1] drafted nodes kept
+    expected = 1 + ratio * torch.cat([torch.zeros(1, dtype=torch.float64), probs[:cap].double().cumsum(0)])
+    ms = draft_ms + cost.fixed_ms + cost.per_node_ms * sizes
+    return int((expected / ms).argmax())

@@ -1,0 +1,90 @@
+"""Adaptive tree size: the cost line, the size rule, ancestor-closed trimming, and losslessness."""
+import pytest
+import torch
+
+from core.config import EngineConfig, TreeConfig
+from core.engine import SpecDecoder
+from core.registry import attach, random_drafter
+from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost
+from core.trace import summarize
+from core.tree import keep_best
+from tests.helpers import NO_FALLBACK, OracleProposer
+
+
+def test_fit_cost_recovers_a_line_and_never_a_negative_slope():
+    line = fit_cost([(1, 40.0), (9, 48.0), (33, 72.0)])
+    assert line.fixed_ms == pytest.approx(40.0) and line.per_node_ms == pytest.approx(1.0)
+    assert line.verify_ms(17) == pytest.approx(56.0)
+    assert fit_cost([(1, 50.0), (32, 45.0)]).per_node_ms == 0.0
+    assert fit_cost([(8, 30.0), (8, 34.0)]) == CostModel(fixed_ms=32.0, per_node_ms=0.0)
+    with pytest.raises(ValueError):
+        fit_cost([])
+
+
+def test_best_size_weighs_confidence_against_cost():
+    probs = torch.tensor([0.9, 0.5, 0.2, 0.05, 0.01])
+    assert best_size(probs, CostModel(40.0, 0.0), 10.0, 1.0, 5) == 5  # free nodes: verify all
+    assert best_size(probs, CostModel(40.0, 1000.0), 10.0, 1.0, 5) == 0  # dear nodes: none
+    assert best_size(probs, CostModel(40.0, 0.0), 10.0, 1.0, 3) == 3  # the cap holds
+    # 1 ms per node on a 50 ms cycle: a node pays while p * ratio > (tokens so far) / (ms so far):
+    # the 4th (0.05 > 2.6 / 53 ms) does, the 5th (0.01 < 2.65 / 54 ms) does not
+    mid = best_size(probs, CostModel(40.0, 1.0), 10.0, 1.0, 5)
+    assert mid == 4
+    assert best_size(probs, CostModel(40.0, 1.0), 10.0, 0.2, 5) < mid  # a drafter found overconfident gets less
+    assert best_size(torch.zeros(0), CostModel(40.0, 1.0), 10.0, 1.0, 8) == 0
+
+
+def test_calibration_is_accepted_over_predicted():
+    c = Calibration()
+    assert c.ratio == 1.0
+    for _ in range(50):
+        c.update(2.0, 1)
+    assert c.ratio == pytest.approx(52 / 102)
+
+
+def test_keep_best_is_ancestor_closed(tiny_target):
+    proposer = attach(random_drafter(tiny_target, "moe", seed=5), tiny_target, "moe")
+    prompt = tiny_target.encode_chat("Name a fruit.")
+    proposer.reset(prompt)
+    out = tiny_target.forward(torch.tensor(prompt), torch.arange(len(prompt)), tiny_target.new_cache())
+    tree = proposer.propose(out.hidden, torch.tensor(prompt[1:] + [7]), len(prompt), TreeConfig(total_tokens=30)).tree
+    for n in (0, 1, 5, 12, 30):
+        small = keep_best(tree, n)
+        kept = set(small.kept.nonzero().flatten().tolist())
+        assert len(kept) == 1 + min(n, int(tree.kept.sum()) - 1)
+        assert kept <= set(tree.kept.nonzero().flatten().tolist())
+        assert all(int(tree.parents[i]) in kept for i in kept if i)
+        worst_kept = min(float(tree.scores[i]) for i in kept if i) if n else None
+        dropped = set(tree.kept.nonzero().flatten().tolist()) - kept
+        assert all(float(tree.scores[i]) <= worst_kept for i in dropped) if n else True
+
+
+def test_measured_cost_is_positive_for_each_size(tiny_target):
+    samples = measure_verify_cost(tiny_target, sizes=(1, 4, 16), context=16, repeats=1)
+    assert [n for n, _ in samples] == [1, 4, 16] and all(ms > 0 for _, ms in samples)
+
+
+@pytest.mark.parametrize("per_node_ms, nodes", [(0.0, 12), (1e6, 0)])
+def test_adaptive_trees_are_lossless_and_follow_the_cost(tiny_target, per_node_ms, nodes):
+    prompt = "Tell me a story about a dragon."
+    plain = summarize(SpecDecoder(tiny_target).generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30)))
+    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target))
+    decoder._cost = CostModel(fixed_ms=10.0, per_node_ms=per_node_ms)  # a machine where nodes are free / dear
+    tree = TreeConfig(top_k=3, depth=4, total_tokens=12, adaptive=True)
+    records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30, tree=tree))
+    spec = summarize(records)
+    assert spec.text_tokens == plain.text_tokens
+    steps = [r for r in records if r.get("kind") == "spec"]
+    assert all(r["tree_nodes"] == nodes for r in steps[:-1])
+    assert spec.tau > 4.0 if nodes else spec.tau == pytest.approx(1.0)
+
+
+def test_adaptive_random_drafter_is_lossless(tiny_target):
+    prompt = "List three colours."
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30)
+    plain = summarize(SpecDecoder(tiny_target).generate(prompt, cfg)).text_tokens
+    proposer = attach(random_drafter(tiny_target, "moe", seed=3), tiny_target, "moe")
+    decoder = SpecDecoder(tiny_target, proposer)
+    decoder._cost = CostModel(fixed_ms=10.0, per_node_ms=0.0)
+    tree = TreeConfig(top_k=4, depth=4, total_tokens=16, schedule="hybrid", adaptive=True)
+    assert summarize(decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30, tree=tree))).text_tokens == plain
