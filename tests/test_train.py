@@ -1,5 +1,6 @@
 """The training pipeline on a tiny target: features, loss, resumable fit, and a lossless result."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from core.registry import attach
 from core.trace import summarize
 from core.train.data import Sequence, encode_conversation, load_features, record_features
 from core.train.losses import drafter_loss
-from core.train.loop import TrainConfig, draft_vocabulary, make_batches, train
+from core.train.loop import TrainConfig, _save_checkpoint, draft_vocabulary, make_batches, train
 from core.train.unroll import StackedKV, shift_predictions, unroll_mask
 from core.registry import random_drafter
 
@@ -107,6 +108,8 @@ def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
                       warmup_steps=2, lr=2e-3, unroll=unroll)
     first = train(tiny_target, features, cfg, tmp_path / "run", max_minutes=1e-9)  # stops after one step
     assert first["step"] == 1 and not first["done"]
+    _crash_while_checkpointing(tiny_target, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 1  # the old checkpoint survives
     state = train(tiny_target, features, cfg, tmp_path / "run")
     assert state["done"] and state["step"] > 1
     assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == state["step"]
@@ -121,6 +124,27 @@ def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
     plain = summarize(SpecDecoder(tiny_target).generate("Count from 3 please.", EngineConfig(max_new_tokens=24)))
     spec = summarize(decoder.generate("Count from 3 please.", EngineConfig(max_new_tokens=24, tree=tree)))
     assert spec.text_tokens == plain.text_tokens
+
+
+def _crash_while_checkpointing(target, run):
+    """A job killed while writing a checkpoint (here: the weights file is left truncated) keeps the last one."""
+    import core.drafter
+
+    drafter = load_drafter(run, target.fingerprint(), target.vocab_size)
+    optimizer = torch.optim.AdamW(drafter.parameters())
+
+    def truncated(tensors, path):
+        Path(path).write_bytes(b"trunc")
+        raise OSError("killed")
+
+    real = core.drafter.save_file
+    core.drafter.save_file = truncated
+    try:
+        with pytest.raises(OSError):
+            _save_checkpoint(run, drafter, optimizer, {"step": 99}, TrainConfig(ffn=drafter.cfg.ffn))
+    finally:
+        core.drafter.save_file = real
+    load_drafter(run, target.fingerprint(), target.vocab_size)  # still readable
 
 
 def test_prompt_sets_are_deterministic_and_never_hold_benchmark_questions():

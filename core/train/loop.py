@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -144,7 +145,10 @@ def _lr_lambda(total: int, warmup: int):
 
 
 def _save_checkpoint(run: Path, drafter: Drafter, optimizer, state: dict, cfg: TrainConfig) -> None:
-    save_drafter(drafter, run, extra={"train_config": asdict(cfg), "state": state})
+    """Write the drafter, optimizer and state into ``run/.partial`` and then move them into place, the
+    state last, so a job killed mid-write leaves the previous checkpoint readable."""
+    partial = run / ".partial"
+    save_drafter(drafter, partial, extra={"train_config": asdict(cfg), "state": state})
     names = {id(p): n for n, p in drafter.named_parameters()}
     tensors = {}
     for group in optimizer.param_groups:
@@ -152,8 +156,10 @@ def _save_checkpoint(run: Path, drafter: Drafter, optimizer, state: dict, cfg: T
             for key, value in optimizer.state.get(p, {}).items():
                 if torch.is_tensor(value):
                     tensors[f"{names[id(p)]}::{key}"] = value.detach().cpu().contiguous()
-    save_file(tensors, str(run / "optimizer.safetensors"))
-    (run / "state.json").write_text(json.dumps(state, indent=2))
+    save_file(tensors, str(partial / "optimizer.safetensors"))
+    (partial / "state.json").write_text(json.dumps(state, indent=2))
+    for name in ("drafter.safetensors", "drafter.json", "optimizer.safetensors", "state.json"):
+        os.replace(partial / name, run / name)
 
 
 def _load_optimizer(run: Path, drafter: Drafter, optimizer) -> None:
