@@ -50,6 +50,15 @@ STATS_NOTE = (
 )
 
 
+QUEUE_SIZE = 16  # requests that may wait; one generation runs at a time
+
+
+def enable_queue(demo: gr.Blocks, max_size: int = QUEUE_SIZE) -> gr.Blocks:
+    """Mutates ``demo``: a bounded queue. Beyond ``max_size`` waiting requests gradio refuses new ones
+    ("Queue is full" through the API, "This application is currently busy" in the browser)."""
+    return demo.queue(max_size=max_size, default_concurrency_limit=1)
+
+
 def launch_options() -> dict[str, Any]:
     """Keyword arguments for ``demo.launch`` shared by app.py and the tests."""
     return {"css": CSS, "footer_links": ["api", "settings"], "max_file_size": UPLOAD_LIMIT_BYTES}

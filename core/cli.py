@@ -16,6 +16,10 @@ from core.trace import TraceError, summarize, write_jsonl
 from core.train.cli import add_parser as add_train_parser
 
 USER_ERRORS = (ConfigError, PromptError, DrafterMismatchError, ModelSourceError, TraceError, ValueError, OSError)
+DRAFTER_ADVICE = (
+    "Use a drafter folder saved for this target by `python -m core train fit --export`, "
+    "or --drafter none for plain decoding"
+)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -62,7 +66,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise PromptError("the prompt is empty: pass --prompt TEXT")
     target = TargetModel.load(args.target, args.dtype, args.device, args.trust_remote_code)
-    proposer = build_proposer(args.drafter, target, args.seed)
+    try:
+        proposer = build_proposer(args.drafter, target, args.seed)
+    except DrafterMismatchError as err:
+        raise DrafterMismatchError(f"{err}. {DRAFTER_ADVICE}") from err
     cfg = engine_config(args, moe=bool(proposer and proposer.drafter.cfg.is_moe))
     decoder = SpecDecoder(target, proposer)
     t0 = time.perf_counter()

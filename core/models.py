@@ -75,8 +75,19 @@ def resolve_target(name_or_path: str) -> str:
     returned unchanged (a local folder, or a hub id that must already be in the HF cache).
     """
     if name_or_path not in DEFAULT_TARGET_ALIASES:
+        _check_folder(name_or_path)
         return name_or_path
     dest = cache_dir() / "SmolLM2-135M-Instruct"
     if not (dest / "config.json").is_file():
         _convert_default(dest)
     return str(dest)
+
+
+def _check_folder(name_or_path: str) -> None:
+    """A target named like a path (``/..``, ``./..``, ``~/..``, ``a/b/c``) must be an existing folder."""
+    looks_like_path = name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
+    if looks_like_path and not os.path.isdir(name_or_path):
+        raise ModelSourceError(
+            f"no model folder at {name_or_path}: give a folder with config.json and safetensors weights, "
+            "a hub id already in the local Hugging Face cache, or leave out --target for the default model"
+        )

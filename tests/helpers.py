@@ -5,6 +5,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -15,6 +16,11 @@ from core.drafting import Proposal
 from core.models import resolve_target
 from core.target import TargetModel
 from core.tree import Layer, assemble
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from app.session import Engines
 
 VOCAB = 49152  # the default target's tokenizer
 TEST_DEVICE = os.environ.get("JAKIRO_TEST_DEVICE", "cpu")  # benchmarks/gpu_check.sh runs the suite on cuda
@@ -85,22 +91,34 @@ class OracleProposer:
 NO_FALLBACK = FallbackConfig(enabled=False)  # tests of speculative paths must not drift into plain steps
 
 
-@contextlib.contextmanager
-def tiny_app(folder: Path) -> Iterator[str]:
-    """The explorer on a tiny target with random Jakiro and EAGLE drafters, launched; yields its URL."""
+def tiny_engines(folder: Path) -> Engines:
+    """The app's shared engines on a tiny target, with random Jakiro and EAGLE drafters."""
     from app.session import engines_for
-    from app.ui import build_demo, launch_options
     from core import registry
 
     target = make_tiny_target(folder)
-    engines = engines_for(target, {
+    return engines_for(target, {
         "jakiro": registry.attach(registry.random_drafter(target, "moe"), target, "jakiro"),
         "eagle": registry.attach(registry.random_drafter(target, "dense"), target, "eagle"),
     })
-    demo = build_demo(engines)
-    demo.queue(max_size=8)
+
+
+@contextlib.contextmanager
+def launched(engines: Engines, max_size: int | None = None) -> Iterator[tuple[gr.Blocks, str]]:
+    """The explorer on ``engines``, queued and launched as app.py does (``max_size`` overrides the queue bound);
+    yields the Blocks and its URL."""
+    from app.ui import QUEUE_SIZE, build_demo, enable_queue, launch_options
+
+    demo = enable_queue(build_demo(engines), QUEUE_SIZE if max_size is None else max_size)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options())
     try:
-        yield url
+        yield demo, url
     finally:
         demo.close()
+
+
+@contextlib.contextmanager
+def tiny_app(folder: Path) -> Iterator[str]:
+    """The explorer on a tiny target with random Jakiro and EAGLE drafters, launched; yields its URL."""
+    with launched(tiny_engines(folder)) as (_, url):
+        yield url
