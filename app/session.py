@@ -71,6 +71,7 @@ class Settings:
     total_tokens: int = 24
     schedule: str = "hybrid"  # for MoE drafters; single-head drafters always use "standard"
     decoupled: bool = False  # MoE drafters only
+    adaptive: bool = True  # verify only the nodes that pay on this machine (total_tokens is the cap)
     seed: int = 0
 
 
@@ -85,6 +86,7 @@ def engine_config(settings: Settings, moe: bool) -> EngineConfig:
         tree=TreeConfig(
             top_k=settings.tree_top_k, depth=settings.depth, total_tokens=settings.total_tokens,
             schedule=settings.schedule if moe else "standard", decoupled=settings.decoupled and moe,
+            adaptive=settings.adaptive,
         ),
         sampling=SamplingConfig(temperature=settings.temperature, top_p=settings.top_p),
         max_new_tokens=settings.max_new_tokens,

@@ -45,7 +45,8 @@ MASK_NOTE = (
 )
 STATS_NOTE = (
     "<small>α_d = P(depth d accepted | depth d−1 accepted). Sibling diversity counts distinct tokens among every "
-    "candidate drafted at one depth (1.0 = no two branches proposed the same token). Routing confidence is the "
+    "candidate drafted at one depth (1.0 = no two branches proposed the same token); the dashed lines are the "
+    "experts' top-k overlap (1.0 = both experts alone would propose the same children). Routing confidence is the "
     "larger weight of the gate head that produced a node (w for MoE nodes, v for contrastive ones).</small>"
 )
 
@@ -101,7 +102,9 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                                            label="Tree top-k (children per node, frontier width)")
                     depth = gr.Slider(1, 12, value=DEFAULTS.depth, step=1, label="Tree depth (draft layers)")
                     total_tokens = gr.Slider(1, 128, value=DEFAULTS.total_tokens, step=1,
-                                             label="Total tokens (nodes verified per cycle)")
+                                             label="Total tokens (most nodes verified per cycle)")
+                    adaptive = gr.Checkbox(value=DEFAULTS.adaptive, label="Adaptive tree size (verify only the "
+                                           "nodes whose draft confidence pays for their measured cost here)")
                     schedule = gr.Radio(["hybrid", "standard"], value=DEFAULTS.schedule,
                                         label="Jakiro schedule (hybrid: last layer from the contrastive head)")
                     decoupled = gr.Checkbox(value=DEFAULTS.decoupled,
@@ -145,7 +148,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     usage = gr.Plot(label="Expert usage per depth (verified nodes)")
                     expert_acc = gr.Plot(label="Acceptance per expert / branch")
                 with gr.Row():
-                    diversity = gr.Plot(label="Sibling diversity (distinct tokens per layer)")
+                    diversity = gr.Plot(label="Sibling diversity (distinct tokens per layer; experts' top-k overlap)")
                     share = gr.Plot(label="Share of candidates per expert")
                 with gr.Row():
                     confidence = gr.Plot(label="Routing confidence vs acceptance")
@@ -166,14 +169,14 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
         stats_outputs = [acc_depth, acc_hist, usage, expert_acc, diversity, share, confidence]
 
         def generate(prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
-                     decoupled, seed, session):
+                     decoupled, seed, session, adaptive=DEFAULTS.adaptive):
             """Run Jakiro, EAGLE-2 and plain decoding on one prompt; stream tokens and counters."""
             fresh = Session(folder=session.folder if session else None)
             try:
                 settings = Settings(
                     max_new_tokens=_as_int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
                     tree_top_k=_as_int(tree_top_k), depth=_as_int(depth), total_tokens=_as_int(total_tokens),
-                    schedule=str(schedule), decoupled=bool(decoupled), seed=_as_int(seed),
+                    schedule=str(schedule), decoupled=bool(decoupled), adaptive=bool(adaptive), seed=_as_int(seed),
                 )
                 for running in run_all(engines, prompt, settings, fresh):
                     yield _outputs(fresh, names, device, running, f"Running **{views.method_label(running)}**…")
@@ -245,7 +248,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     note, loaded)
 
         settings_inputs = [prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
-                           decoupled, seed, session]
+                           decoupled, seed, session, adaptive]
         gen = run.click(
             generate, settings_inputs, [*text_boxes, counters, summary_json, status, session],
             api_name="generate", concurrency_limit=1, concurrency_id="model", show_progress="minimal",

@@ -25,7 +25,7 @@ import shlex
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -39,6 +39,7 @@ from core.target import TargetModel
 from core.trace import summarize
 
 ENGINE_METHODS = ("jakiro", "eagle", "none")
+TREE_VARIANTS = ("fixed", "adaptive")
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
 BASELINE = "none"
@@ -162,9 +163,12 @@ def check_methods(specs: Sequence[str]) -> list[str]:
     if not specs:
         raise ValueError(f"no methods to benchmark: pass --drafters, e.g. {DEFAULT_METHODS}")
     for spec in specs:
-        if spec not in ENGINE_METHODS and spec not in HF_METHODS and not Path(spec).is_dir():
+        base, variant = split_variant(spec)
+        if base not in ENGINE_METHODS and base not in HF_METHODS and not Path(base).is_dir():
             raise ValueError(f"unknown method {spec!r}: use {', '.join(ENGINE_METHODS + tuple(HF_METHODS))}, "
                              "or the path of a saved drafter folder")
+        if variant and (base in HF_METHODS or base == "none"):
+            raise ValueError(f"{spec!r}: only drafters take a tree-size variant (@{'/@'.join(TREE_VARIANTS)})")
     names = [method_name(s) for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -172,20 +176,34 @@ def check_methods(specs: Sequence[str]) -> list[str]:
     return specs
 
 
+def split_variant(spec: str) -> tuple[str, str]:
+    """``"jakiro@fixed"`` -> ``("jakiro", "fixed")``: a drafter with the tree size fixed or adaptive,
+    whatever ``--tree-size`` says for the others (compare both in one run)."""
+    base, _, variant = spec.partition("@")
+    if variant and variant not in TREE_VARIANTS:
+        raise ValueError(f"{spec!r}: the variant after @ must be one of {', '.join(TREE_VARIANTS)}")
+    return base, variant
+
+
 def method_name(spec: str) -> str:
-    """The result key of a method: its name, or a drafter folder's name."""
-    return spec if spec in ENGINE_METHODS or spec in HF_METHODS else Path(spec).name
+    """The result key of a method: its name, or a drafter folder's name (with its variant)."""
+    base, variant = split_variant(spec)
+    name = base if base in ENGINE_METHODS or base in HF_METHODS else Path(base).name
+    return f"{name}@{variant}" if variant else name
 
 
 class EngineMethod:
     """Our decoder, speculative with a drafter or plain (``none``)."""
 
     def __init__(self, spec: str, target: TargetModel, cfg: EngineConfig, moe_cfg: EngineConfig, seed: int) -> None:
-        proposer = build_proposer(spec, target, seed)
+        base, variant = split_variant(spec)
+        proposer = build_proposer(base, target, seed)
         self.name = method_name(spec)
         self.spec = spec
         self.moe = bool(proposer is not None and proposer.drafter.cfg.is_moe)
         self.cfg = moe_cfg if self.moe else cfg
+        if variant:
+            self.cfg = replace(self.cfg, tree=replace(self.cfg.tree, adaptive=variant == "adaptive"))
         self.decoder = SpecDecoder(target, proposer, self.name)
         self._sync = _synchronizer(target.device)
 

@@ -41,6 +41,8 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=["auto", "standard", "hybrid"], default="auto",
                    help="auto: hybrid for MoE drafters, standard otherwise")
     p.add_argument("--decoupled", action="store_true", help="siblings from the union of the experts' proposals")
+    p.add_argument("--tree-size", choices=["adaptive", "fixed"], default="adaptive",
+                   help="adaptive: verify only the nodes that pay on this machine (--total-tokens is the cap)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-fallback", action="store_true",
                    help="always speculate (by default the engine decodes plainly while speculation does not pay)")
@@ -50,7 +52,7 @@ def engine_config(args: argparse.Namespace, moe: bool) -> EngineConfig:
     schedule = args.schedule if args.schedule != "auto" else ("hybrid" if moe and args.depth >= 2 else "standard")
     return EngineConfig(
         tree=TreeConfig(top_k=args.tree_top_k, depth=args.depth, total_tokens=args.total_tokens,
-                        schedule=schedule, decoupled=args.decoupled),
+                        schedule=schedule, decoupled=args.decoupled, adaptive=args.tree_size == "adaptive"),
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,

@@ -69,8 +69,10 @@ class Proposer(Protocol):
         next_tokens: torch.Tensor,  # [m] the token that followed each of them (the last is the root)
         root_pos: int,  # position of the root token
         tree: TreeConfig,
+        min_path_prob: float = 0.0,
     ) -> Proposal:
-        """Draft a tree below the root ``next_tokens[-1]``."""
+        """Draft a tree below the root ``next_tokens[-1]``; stop growing it once no frontier node's path
+        probability reaches ``min_path_prob`` (children are never likelier than their parent)."""
 
 
 @dataclass
@@ -133,7 +135,8 @@ class FeatureProposer:
             raise ValueError("the hybrid schedule and decoupled candidates need an MoE (Jakiro) drafter")
 
     @torch.inference_mode()
-    def propose(self, features: torch.Tensor, next_tokens: torch.Tensor, root_pos: int, tree: TreeConfig) -> Proposal:
+    def propose(self, features: torch.Tensor, next_tokens: torch.Tensor, root_pos: int, tree: TreeConfig,
+                min_path_prob: float = 0.0) -> Proposal:
         self.check_tree(tree)
         m = next_tokens.numel()
         self.cache.crop(root_pos - m)
@@ -152,6 +155,8 @@ class FeatureProposer:
         for depth in range(2, tree.depth + 1):
             last = layers[-1]
             pick = select_frontier(last.scores, tree.top_k)  # [f] indices into the last layer
+            if min_path_prob > 0 and float(last.scores[pick].max().exp()) < min_path_prob:
+                break  # no child could pay for its verification
             frontier = [offset + int(i) for i in pick]
             offset += last.tokens.numel()
             contrastive = tree.schedule == "hybrid" and depth == tree.depth

@@ -17,7 +17,7 @@ from core.config import EngineConfig, FallbackConfig, to_dict
 from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
 from core.policy import FallbackState, decide, record_step
-from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost, path_probs
+from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost, path_probs, prune_floor
 from core.target import PromptError, TargetModel
 from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
 from core.tree import DraftTree, VerifyTree, keep_best, kept_subtree
@@ -104,7 +104,8 @@ class SpecDecoder:
         t0 = self._clock()
         proposal = None
         if mode == "spec":
-            proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree)
+            floor = self._prune_floor(state) if cfg.tree.adaptive else 0.0
+            proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree, floor)
             predicted = 0.0
             if cfg.tree.adaptive:
                 proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
@@ -141,6 +142,13 @@ class SpecDecoder:
                               cfg, detail)
         record.note = note
         return record
+
+    def _prune_floor(self, state: _State) -> float:
+        """Stop drafting below this path probability (0 until recent cycles give a speed to beat)."""
+        ms = sum(state.fallback.spec_ms)
+        if ms <= 0:
+            return 0.0
+        return prune_floor(self.verify_cost(), sum(state.fallback.spec_tokens) / ms, state.calibration.ratio)
 
     def _size(self, proposal: Proposal, calibration: Calibration, draft_ms: float) -> tuple[Proposal, float]:
         """Keep only the best nodes worth verifying (core.sizing); also returns their summed path probability."""

@@ -6,7 +6,8 @@ E(T) = c * sum_{i<=T} P_i draft tokens (plus the target's own token), where c co
 calibration from what verification actually accepted in this generation. A cycle costs the drafting
 already spent plus the verification of T + 1 tokens, which is measured on this machine:
 verify_ms(n) = fixed_ms + per_node_ms * n (a least-squares line through timed target forwards).
-The best T maximises tokens per millisecond, (1 + E(T)) / (draft_ms + verify_ms(T + 1)).
+The best T maximises tokens per millisecond, (1 + E(T)) / (draft_ms + verify_ms(T + 1)); and the
+tree stops growing once no frontier node could pay for itself (``prune_floor``), saving drafter forwards.
 
 Any subtree that keeps every kept node's ancestors is verified exactly, so sizing is lossless; the
 T best nodes by cumulative score always include their ancestors (a child never outscores its parent).
@@ -108,3 +109,13 @@ def best_size(probs: torch.Tensor, cost: CostModel, draft_ms: float, ratio: floa
     expected = 1 + ratio * torch.cat([torch.zeros(1, dtype=torch.float64), probs[:cap].double().cumsum(0)])
     ms = draft_ms + cost.fixed_ms + cost.per_node_ms * sizes
     return int((expected / ms).argmax())
+
+
+def prune_floor(cost: CostModel, tokens_per_ms: float, ratio: float) -> float:
+    """The path probability below which a node cannot pay for its verification at the current speed.
+
+    A node adds ``ratio * p`` expected tokens for ``per_node_ms``; it pays while that beats the rate
+    the cycles already achieve, ``tokens_per_ms``. Children are never likelier than their parent, so
+    drafting can stop once the whole frontier is below this floor.
+    """
+    return cost.per_node_ms * tokens_per_ms / max(ratio, 1e-6)

@@ -65,7 +65,7 @@ class OracleProposer:
         pass
 
     @torch.inference_mode()
-    def propose(self, features, next_tokens, root_pos, tree: TreeConfig) -> Proposal:
+    def propose(self, features, next_tokens, root_pos, tree: TreeConfig, min_path_prob: float = 0.0) -> Proposal:
         self.context = self.context[: root_pos - next_tokens.numel() + 1] + next_tokens.tolist()
         seq = list(self.context)
         layers, parent = [], 0

@@ -19,7 +19,7 @@ from core.target import PromptError
 from core.trace import TraceError, read_jsonl, summarize
 from tests.helpers import OracleProposer, make_tiny_target
 
-SETTINGS = Settings(max_new_tokens=10, tree_top_k=3, depth=3, total_tokens=8)
+SETTINGS = Settings(max_new_tokens=10, tree_top_k=3, depth=3, total_tokens=8, adaptive=False)  # random drafters: full trees to draw
 
 
 @pytest.fixture(scope="module")

@@ -157,11 +157,22 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
 
 @pytest.mark.parametrize(
     "methods, message",
-    [(["none", "medusa"], "unknown method 'medusa'"), ([], "no methods"), (["none", "none"], "more than once")],
+    [(["none", "medusa"], "unknown method 'medusa'"), ([], "no methods"), (["none", "none"], "more than once"),
+     (["jakiro@huge"], "must be one of fixed, adaptive"), (["none@adaptive"], "only drafters"),
+     (["hf-generate@fixed"], "only drafters")],
 )
 def test_bad_methods(methods, message):
     with pytest.raises(ValueError, match=message):
         check_methods(methods)
+
+
+def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
+    report = run_bench(tiny_target, ["eagle@fixed", "eagle@adaptive", "none"], load_prompts(prompt_file)[:2],
+                       EngineConfig(max_new_tokens=8), progress=False, warmup=False)
+    methods = report["config"]["methods"]
+    assert methods["eagle@fixed"]["engine"]["tree"]["adaptive"] is False
+    assert methods["eagle@adaptive"]["engine"]["tree"]["adaptive"] is True
+    assert report["results"]["eagle@adaptive"]["match_rate"] == 1.0
 
 
 def test_no_prompts(tiny_target):

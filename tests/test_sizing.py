@@ -5,7 +5,7 @@ import torch
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.registry import attach, random_drafter
-from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost
+from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost, prune_floor
 from core.trace import summarize
 from core.tree import keep_best
 from tests.helpers import NO_FALLBACK, OracleProposer
@@ -88,3 +88,19 @@ def test_adaptive_random_drafter_is_lossless(tiny_target):
     decoder._cost = CostModel(fixed_ms=10.0, per_node_ms=0.0)
     tree = TreeConfig(top_k=4, depth=4, total_tokens=16, schedule="hybrid", adaptive=True)
     assert summarize(decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30, tree=tree))).text_tokens == plain
+
+
+def test_prune_floor_and_early_stop(tiny_target):
+    assert prune_floor(CostModel(40.0, 2.0), 0.05, 1.0) == pytest.approx(0.1)
+    assert prune_floor(CostModel(40.0, 2.0), 0.05, 0.5) == pytest.approx(0.2)  # an overconfident drafter prunes more
+    prompt = "Tell me a story about a dragon."
+    plain = summarize(SpecDecoder(tiny_target).generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30)))
+    proposer = attach(random_drafter(tiny_target, "moe", seed=3), tiny_target, "moe")
+    decoder = SpecDecoder(tiny_target, proposer)
+    decoder._cost = CostModel(fixed_ms=10.0, per_node_ms=1e6)  # no node ever pays here
+    tree = TreeConfig(top_k=3, depth=4, total_tokens=12, schedule="hybrid", adaptive=True)
+    records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30, tree=tree))
+    assert summarize(records).text_tokens == plain.text_tokens
+    steps = [r for r in records if r.get("kind") == "spec"]
+    assert steps[0]["drafter_forwards"] == 3  # no speed measured yet: the full hybrid tree
+    assert all(r["drafter_forwards"] == 1 and r["tree_nodes"] == 0 for r in steps[1:])
