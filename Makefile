@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench clean-venv
+.PHONY: setup run test train-setup clean-venv
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ run: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Only to rebuild the training prompts: the local text they are made from (Debian packages).
+train-setup: setup
+	apt-get install -y -qq python3.11-doc fortunes >/dev/null
 
 clean-venv:
 	rm -rf $(VENV)
