@@ -273,7 +273,8 @@ def _hover(node: Record) -> str:
         w0, w1, v0, v1 = routing
         lines.append(f"routing w0 {w0:.2f} w1 {w1:.2f} · v0 {v0:.2f} v1 {v1:.2f}")
     if node["parent"] >= 0:
-        lines.append("accepted" if node["accepted"] else ("verified, rejected" if node["kept"] else "cut by the rerank"))
+        verdict = "verified, rejected" if node["kept"] else "not verified (cut by the rerank or the adaptive tree size)"
+        lines.append("accepted" if node["accepted"] else verdict)
     return "<br>".join(lines + _expert_topk_lines(node))
 
 
@@ -315,7 +316,7 @@ def tree_figure(record: Record | None, label_chars: int = 11) -> go.Figure:
     """The draft tree of one speculative step, drawn left to right.
 
     Edges are one elbow trace (``None``-separated) plus a thick trace for the accepted path;
-    nodes are one trace per source; nodes cut by the rerank are faded; hover shows probabilities.
+    nodes are one trace per source; nodes not verified (rerank or adaptive size) are faded; hover shows probabilities.
     """
     if record is None or record.get("kind") != "spec":
         return empty_figure("no draft tree at this step")
