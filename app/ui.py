@@ -36,8 +36,8 @@ INTRO = (
 TREE_NOTE = (
     "<small>Left to right: the root (last accepted token) and the drafted candidates by depth. Black outline and "
     "thick edges: the accepted path. Faded: scored candidates never verified (cut by the rerank, or by the adaptive "
-    "tree size). Hover a node for its draft probability, cumulative score, target probability and routing weights (w = MoE head, v = contrastive "
-    "head). Drag to pan, scroll or box-select to zoom, double-click to reset.</small>"
+    "tree size). Hover a node for its draft probability, cumulative score, target probability and routing "
+    "weights (w = MoE head, v = contrastive head). Drag to pan, scroll or box-select to zoom, double-click to reset.</small>"
 )
 MASK_NOTE = (
     "<small>Tree attention mask over the verified nodes (rows attend to columns): each node sees the root and its "
