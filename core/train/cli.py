@@ -45,6 +45,7 @@ def add_parser(subparsers) -> None:
     ev.add_argument("--answers", type=Path, nargs="+", default=[answers_dir, data_dir / "answers-broad"])
     ev.add_argument("--every", type=int, default=50, help="the training loop's holdout_every")
     ev.add_argument("--limit", type=int, default=30)
+    ev.add_argument("--folder", default=None, help="only held-out prompts from this answer folder (e.g. answers-broad)")
     ev.add_argument("--max-new-tokens", type=int, default=96)
     ev.add_argument("--json", type=Path, default=None)
     ev.set_defaults(func=cmd_eval)
@@ -104,7 +105,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from core.train.heldout import heldout_prompts, heldout_tau
 
     target = TargetModel.load(args.target, args.dtype)
-    prompts = heldout_prompts(args.answers, args.every, args.limit)
+    prompts = heldout_prompts(args.answers, args.every, args.limit, args.folder)
     if not prompts:
         raise ValueError(f"no held-out prompts in {[str(a) for a in args.answers]}")
     results = {}

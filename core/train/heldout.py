@@ -19,18 +19,22 @@ from core.trace import Summary, summarize
 class HeldOutPrompt:
     prompt: str
     source: str
+    folder: str  # the answer folder it came from
 
 
-def heldout_prompts(answer_dirs: list[Path], every: int = 50, limit: int | None = None) -> list[HeldOutPrompt]:
-    """Every ``every``-th answered prompt, in the order the feature recorder reads them."""
+def heldout_prompts(answer_dirs: list[Path], every: int = 50, limit: int | None = None,
+                    folder: str | None = None) -> list[HeldOutPrompt]:
+    """Every ``every``-th answered prompt, counted over all folders in the order the feature recorder reads
+    them (so these are the sequences training held out); optionally only those from the folder named ``folder``."""
     out = []
     index = 0
-    for folder in answer_dirs:
-        for shard in sorted(folder.glob("shard-*.jsonl")) if folder.is_dir() else []:
+    for directory in answer_dirs:
+        for shard in sorted(directory.glob("shard-*.jsonl")) if directory.is_dir() else []:
             for line in shard.open():
-                if index % every == 0:
+                if index % every == 0 and folder in (None, directory.name):
                     rec = json.loads(line)
-                    out.append(HeldOutPrompt(prompt=rec["prompt"], source=rec.get("source", "answers")))
+                    out.append(HeldOutPrompt(prompt=rec["prompt"], source=rec.get("source", "answers"),
+                                             folder=directory.name))
                 index += 1
     return out[:limit]
 
