@@ -67,6 +67,8 @@ class SpecDecoder:
             raise PromptError(f"the prompt ({len(prompt_ids)} tokens) leaves no room in the context of {self.target.max_context}")
         if self.proposer is not None:
             self.proposer.check_tree(cfg.tree)
+            if cfg.tree.adaptive:
+                self.verify_cost()  # once per decoder, before any timed phase
         generator = torch.Generator().manual_seed(cfg.seed)
         yield self._header(prompt, prompt_ids, cfg)
         state, record = self._prefill(prompt_ids, cfg, generator)
