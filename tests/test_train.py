@@ -161,3 +161,16 @@ def test_prompt_sets_are_deterministic_and_never_hold_benchmark_questions():
     if bench.is_file():
         turns = {t.strip() for line in bench.open() for t in json.loads(line)["turns"]}
         assert not turns & {p["prompt"].strip() for p in chat + broad}
+
+
+def test_heldout_prompts_count_over_all_folders(tmp_path):
+    from core.train.heldout import heldout_prompts
+
+    for folder, n in (("answers", 7), ("answers-broad", 8)):
+        (tmp_path / folder).mkdir()
+        lines = [json.dumps({"prompt": f"{folder} {i}", "source": folder}) for i in range(n)]
+        (tmp_path / folder / "shard-0000.jsonl").write_text("\n".join(lines) + "\n")
+    dirs = [tmp_path / "answers", tmp_path / "answers-broad"]
+    assert [p.prompt for p in heldout_prompts(dirs, every=5)] == ["answers 0", "answers 5", "answers-broad 3"]
+    assert [p.prompt for p in heldout_prompts(dirs, every=5, folder="answers-broad")] == ["answers-broad 3"]
+    assert [p.prompt for p in heldout_prompts(dirs, every=5, limit=1)] == ["answers 0"]
