@@ -15,7 +15,7 @@ T best nodes by cumulative score always include their ancestors (a child never o
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -79,7 +79,6 @@ class Calibration:
 
     predicted: float = 2.0  # prior: believe the drafter (ratio 1) until evidence accrues
     observed: float = 2.0
-    history: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -89,7 +88,6 @@ class Calibration:
         """Mutates self with one verified cycle: the sum of P_i over the kept nodes, and the accepted count."""
         self.predicted += predicted
         self.observed += accepted
-        self.history.append((predicted, accepted))
 
 
 def path_probs(scores: torch.Tensor) -> torch.Tensor:
