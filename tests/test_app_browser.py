@@ -42,7 +42,10 @@ def test_generate_inspect_scrub_and_export(page, tmp_path):
     expect = playwright.expect
     page.locator("#prompt textarea").fill("Name a colour.")
     page.locator("#settings").get_by_text("Settings").first.click()
-    page.locator("#max-new-tokens input[type=number]").fill("12")
+    count = page.locator("#max-new-tokens input[type=number]")
+    count.fill("12")
+    count.press("Enter")  # a slider's number box commits on Enter/blur, not on each keystroke
+    expect(page.locator("#max-new-tokens input[type=range]")).to_have_value("12")
     page.locator("#generate").click()
 
     # tokens appear in all three boxes, and the run finishes
