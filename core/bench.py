@@ -39,7 +39,9 @@ from core.target import TargetModel
 from core.trace import summarize
 
 ENGINE_METHODS = ("jakiro", "eagle", "none")
-TREE_VARIANTS = ("fixed", "adaptive")
+TREE_VARIANTS = ("fixed", "adaptive")  # tree size
+SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
+VARIANTS = TREE_VARIANTS + SCHEDULE_VARIANTS
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
 BASELINE = "none"
@@ -163,12 +165,12 @@ def check_methods(specs: Sequence[str]) -> list[str]:
     if not specs:
         raise ValueError(f"no methods to benchmark: pass --drafters, e.g. {DEFAULT_METHODS}")
     for spec in specs:
-        base, variant = split_variant(spec)
+        base, variants = split_variant(spec)
         if base not in ENGINE_METHODS and base not in HF_METHODS and not Path(base).is_dir():
             raise ValueError(f"unknown method {spec!r}: use {', '.join(ENGINE_METHODS + tuple(HF_METHODS))}, "
                              "or the path of a saved drafter folder")
-        if variant and (base in HF_METHODS or base == "none"):
-            raise ValueError(f"{spec!r}: only drafters take a tree-size variant (@{'/@'.join(TREE_VARIANTS)})")
+        if variants and (base in HF_METHODS or base == "none"):
+            raise ValueError(f"{spec!r}: only drafters take a variant (@{'/@'.join(VARIANTS)})")
     names = [method_name(s) for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -176,34 +178,51 @@ def check_methods(specs: Sequence[str]) -> list[str]:
     return specs
 
 
-def split_variant(spec: str) -> tuple[str, str]:
-    """``"jakiro@fixed"`` -> ``("jakiro", "fixed")``: a drafter with the tree size fixed or adaptive,
-    whatever ``--tree-size`` says for the others (compare both in one run)."""
-    base, _, variant = spec.partition("@")
-    if variant and variant not in TREE_VARIANTS:
-        raise ValueError(f"{spec!r}: the variant after @ must be one of {', '.join(TREE_VARIANTS)}")
-    return base, variant
+def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
+    """``"jakiro@fixed+standard"`` -> ``("jakiro", ("fixed", "standard"))``: a drafter with its tree size
+    (fixed or adaptive) and, for Jakiro, its schedule (standard or hybrid) set whatever the command-line flags
+    say for the others, so that variants compare side by side in one run."""
+    base, _, text = spec.partition("@")
+    variants = tuple(text.split("+")) if text else ()
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ValueError(f"{spec!r}: each variant after @ (joined by +) must be one of {', '.join(VARIANTS)}")
+    for group in (TREE_VARIANTS, SCHEDULE_VARIANTS):
+        if len([v for v in variants if v in group]) > 1:
+            raise ValueError(f"{spec!r}: at most one of {', '.join(group)}")
+    return base, variants
 
 
 def method_name(spec: str) -> str:
-    """The result key of a method: its name, or a drafter folder's name (with its variant)."""
-    base, variant = split_variant(spec)
+    """The result key of a method: its name, or a drafter folder's name (with its variants)."""
+    base, variants = split_variant(spec)
     name = base if base in ENGINE_METHODS or base in HF_METHODS else Path(base).name
-    return f"{name}@{variant}" if variant else name
+    return f"{name}@{'+'.join(variants)}" if variants else name
+
+
+def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> EngineConfig:
+    """``cfg`` with the tree size and schedule the variants name (a dense drafter has no schedule to set)."""
+    tree = cfg.tree
+    for variant in variants:
+        if variant in TREE_VARIANTS:
+            tree = replace(tree, adaptive=variant == "adaptive")
+        elif not moe:
+            raise ValueError(f"@{variant}: only a MoE (Jakiro) drafter has a contrastive head to schedule")
+        else:
+            tree = replace(tree, schedule=variant)
+    return replace(cfg, tree=tree)
 
 
 class EngineMethod:
     """Our decoder, speculative with a drafter or plain (``none``)."""
 
     def __init__(self, spec: str, target: TargetModel, cfg: EngineConfig, moe_cfg: EngineConfig, seed: int) -> None:
-        base, variant = split_variant(spec)
+        base, variants = split_variant(spec)
         proposer = build_proposer(base, target, seed)
         self.name = method_name(spec)
         self.spec = spec
         self.moe = bool(proposer is not None and proposer.drafter.cfg.is_moe)
-        self.cfg = moe_cfg if self.moe else cfg
-        if variant:
-            self.cfg = replace(self.cfg, tree=replace(self.cfg.tree, adaptive=variant == "adaptive"))
+        self.cfg = apply_variants(moe_cfg if self.moe else cfg, variants, self.moe)
         self.decoder = SpecDecoder(target, proposer, self.name)
         self._sync = _synchronizer(target.device)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bench import add_parser, check_methods, load_prompts, run_bench, split_list
+from core.bench import add_parser, build_methods, check_methods, load_prompts, run_bench, split_list
 from core.bench_report import to_markdown, write_plot
 from core.config import EngineConfig, SamplingConfig
 from core.drafter import save_drafter
@@ -158,7 +158,9 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
 @pytest.mark.parametrize(
     "methods, message",
     [(["none", "medusa"], "unknown method 'medusa'"), ([], "no methods"), (["none", "none"], "more than once"),
-     (["jakiro@huge"], "must be one of fixed, adaptive"), (["none@adaptive"], "only drafters"),
+     (["jakiro@huge"], "must be one of fixed, adaptive, standard, hybrid"), (["none@adaptive"], "only drafters"),
+     (["jakiro@fixed+adaptive"], "at most one of fixed, adaptive"),
+     (["jakiro@standard+hybrid"], "at most one of standard, hybrid"),
      (["hf-generate@fixed"], "only drafters")],
 )
 def test_bad_methods(methods, message):
@@ -173,6 +175,27 @@ def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
     assert methods["eagle@fixed"]["engine"]["tree"]["adaptive"] is False
     assert methods["eagle@adaptive"]["engine"]["tree"]["adaptive"] is True
     assert report["results"]["eagle@adaptive"]["match_rate"] == 1.0
+
+
+def test_schedule_variants_run_side_by_side(tiny_target, prompt_file, drafter_folder):
+    """Jakiro with and without the contrastive last layer in one run; the standard schedule drafts every layer
+    with the MoE branch, so it makes more drafter forwards per cycle, and both stay lossless."""
+    folder = drafter_folder
+    specs = [f"{folder}@fixed+standard", f"{folder}@fixed+hybrid", "none"]
+    report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2],
+                       EngineConfig(max_new_tokens=8), progress=False, warmup=False)
+    name = folder.name
+    methods, results = report["config"]["methods"], report["results"]
+    assert methods[f"{name}@fixed+standard"]["engine"]["tree"]["schedule"] == "standard"
+    assert methods[f"{name}@fixed+hybrid"]["engine"]["tree"]["schedule"] == "hybrid"
+    assert results[f"{name}@fixed+standard"]["match_rate"] == results[f"{name}@fixed+hybrid"]["match_rate"] == 1.0
+    assert (results[f"{name}@fixed+standard"]["drafter_forwards_per_cycle"]
+            > results[f"{name}@fixed+hybrid"]["drafter_forwards_per_cycle"])
+
+
+def test_dense_drafter_has_no_schedule(tiny_target):
+    with pytest.raises(ValueError, match="only a MoE"):
+        build_methods(["eagle@standard"], tiny_target, EngineConfig(max_new_tokens=2))
 
 
 def test_no_prompts(tiny_target):
