@@ -20,7 +20,7 @@ from core.registry import build_proposer
 from core.target import TargetModel
 from core.trace import Summary, TraceError, read_jsonl, summarize, write_jsonl
 
-from app import views
+from app.views import text
 
 Record = dict[str, Any]
 UPLOAD_LIMIT_BYTES = 32 * 1024 * 1024
@@ -159,7 +159,7 @@ def export_files(session: Session) -> list[str]:
         path = folder / f"trace-{_safe(name)}-{tag}.jsonl"
         write_jsonl(records, path)
         paths.append(str(path))
-    table = views.summary_table(session.summaries())
+    table = text.summary_table(session.summaries())
     csv = folder / f"summary-{tag}.csv"
     table.to_csv(csv, index=False)
     paths.append(str(csv))
@@ -182,7 +182,7 @@ def load_session(paths: list[str]) -> Session:
         while name in session.traces:
             name += "'"
         session.traces[name] = records
-        session.texts[name] = views.trace_text(records)
+        session.texts[name] = text.trace_text(records)
     if "none" in session.traces:  # plain decoding is shown last, as in a generated session
         session.traces["none"] = session.traces.pop("none")
     return session

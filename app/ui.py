@@ -9,7 +9,7 @@ from core.config import ConfigError
 from core.target import PromptError
 from core.trace import TraceError
 
-from app import views
+from app.views import stats, style, text, tree
 from app.session import (
     UPLOAD_LIMIT_BYTES, Engines, Session, Settings, delete_session, export_files, load_session, run_all,
 )
@@ -116,7 +116,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     text_b = _token_box(second, "tokens-b")
                 text_plain = _token_box("none", "tokens-plain")
                 counters = gr.Markdown(
-                    views.counters_markdown({n: None for n in names}, device=device), elem_id="counters"
+                    text.counters_markdown({n: None for n in names}, device=device), elem_id="counters"
                 )
                 with gr.Accordion("API summary (what /generate returns)", open=False):
                     summary_json = gr.JSON(label="Summary")
@@ -130,15 +130,15 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                 with gr.Row(equal_height=False):
                     with gr.Column():
                         info_a = gr.Markdown(elem_id="info-a")
-                        tree_a = gr.Plot(label=f"Draft tree: {views.method_label(first or '')}", elem_id="tree-a")
+                        tree_a = gr.Plot(label=f"Draft tree: {style.method_label(first or '')}", elem_id="tree-a")
                     with gr.Column():
                         info_b = gr.Markdown(elem_id="info-b")
-                        tree_b = gr.Plot(label=f"Draft tree: {views.method_label(second or '')}", elem_id="tree-b")
+                        tree_b = gr.Plot(label=f"Draft tree: {style.method_label(second or '')}", elem_id="tree-b")
                 gr.Markdown(TREE_NOTE)
                 with gr.Accordion("Tree attention masks", open=False):
                     with gr.Row():
-                        mask_a = gr.Plot(label=f"Mask: {views.method_label(first or '')}")
-                        mask_b = gr.Plot(label=f"Mask: {views.method_label(second or '')}")
+                        mask_a = gr.Plot(label=f"Mask: {style.method_label(first or '')}")
+                        mask_b = gr.Plot(label=f"Mask: {style.method_label(second or '')}")
                     gr.Markdown(MASK_NOTE)
             with gr.Tab("Statistics", id="stats"):
                 with gr.Row():
@@ -179,7 +179,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     schedule=str(schedule), decoupled=bool(decoupled), adaptive=bool(adaptive), seed=_as_int(seed),
                 )
                 for running in run_all(engines, prompt, settings, fresh):
-                    yield _outputs(fresh, names, device, running, f"Running **{views.method_label(running)}**…")
+                    yield _outputs(fresh, names, device, running, f"Running **{style.method_label(running)}**…")
             except (ConfigError, PromptError, ValueError, TypeError) as err:
                 gr.Warning(str(err))
                 yield _outputs(fresh, names, device, None, f"⚠️ {err}", error=str(err))
@@ -196,25 +196,25 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
             out = []
             for name in (a, b):
                 records = traces.get(name) if name else None
-                out.append(views.step_markdown(name, records, value) if records else "")
+                out.append(text.step_markdown(name, records, value) if records else "")
             for name in (a, b):
-                out.append(views.tree_figure(views.step_at(traces.get(name, []), value)))
+                out.append(tree.tree_figure(text.step_at(traces.get(name, []), value)))
             for name in (a, b):
-                out.append(views.mask_figure(views.step_at(traces.get(name, []), value)))
+                out.append(tree.mask_figure(text.step_at(traces.get(name, []), value)))
             return out
 
         def render_stats(session):
             traces = session.traces if session else {}
             summaries = {n: s for n, s in session.summaries().items()} if session else {}
             return (
-                views.acceptance_by_depth_figure(summaries), views.accept_length_figure(summaries),
-                views.expert_usage_figure(summaries), views.expert_acceptance_figure(summaries),
-                views.sibling_diversity_figure(traces), views.expert_share_figure(traces),
-                views.routing_confidence_figure(traces),
+                stats.acceptance_by_depth_figure(summaries), stats.accept_length_figure(summaries),
+                stats.expert_usage_figure(summaries), stats.expert_acceptance_figure(summaries),
+                stats.sibling_diversity_figure(traces), stats.expert_share_figure(traces),
+                stats.routing_confidence_figure(traces),
             )
 
         def shift(value, delta, session):
-            top = max((views.last_step(r) for r in session.traces.values()), default=0) if session else 0
+            top = max((text.last_step(r) for r in session.traces.values()), default=0) if session else 0
             value = min(max(int(value or 0) + delta, 0), top)
             return value, *render_step(value, session)
 
@@ -222,7 +222,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
             def handler(evt: gr.SelectData, session):
                 names_now = slot_names(list(session.traces)) if session else (None, None, None)
                 name = names_now[slot]
-                steps = views.token_steps(session.traces.get(name, [])) if name else []
+                steps = text.token_steps(session.traces.get(name, [])) if name else []
                 index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
                 value = steps[index] if 0 <= index < len(steps) else 0
                 return value, *render_step(value, session), gr.Tabs(selected="inspect")
@@ -243,8 +243,8 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                 return (*_texts(session or Session(), names), gr.skip(), gr.skip(), f"⚠️ {err}", session)
             loaded.folder = session.folder if session else None
             shown = list(loaded.traces)
-            note = f"Loaded {', '.join(views.method_label(n) for n in shown)} from {loaded.source}."
-            return (*_texts(loaded, shown), _counters(loaded, shown, ""), views.api_summary(loaded.texts, loaded.summaries()),
+            note = f"Loaded {', '.join(style.method_label(n) for n in shown)} from {loaded.source}."
+            return (*_texts(loaded, shown), _counters(loaded, shown, ""), text.api_summary(loaded.texts, loaded.summaries()),
                     note, loaded)
 
         settings_inputs = [prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
@@ -275,8 +275,8 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
 
 def _token_box(name: str | None, elem_id: str) -> gr.HighlightedText:
     return gr.HighlightedText(
-        label=views.method_label(name or "–"), combine_adjacent=False, show_legend=True, show_inline_category=False,
-        color_map=views.legend_for(None, name or ""), elem_id=elem_id, elem_classes=["token-text"], visible=name is not None,
+        label=style.method_label(name or "–"), combine_adjacent=False, show_legend=True, show_inline_category=False,
+        color_map=text.legend_for(None, name or ""), elem_id=elem_id, elem_classes=["token-text"], visible=name is not None,
     )
 
 
@@ -284,27 +284,27 @@ def _texts(session: Session, names: list[str]) -> list[Any]:
     out = []
     for name in slot_names(names):
         records = session.traces.get(name) if name else None
-        label = views.method_label(name) if name else "–"
-        out.append(gr.HighlightedText(value=views.highlighted_tokens(records) if records else [], label=label,
-                                      visible=name is not None, color_map=views.legend_for(records, name or "")))
+        label = style.method_label(name) if name else "–"
+        out.append(gr.HighlightedText(value=text.highlighted_tokens(records) if records else [], label=label,
+                                      visible=name is not None, color_map=text.legend_for(records, name or "")))
     return out
 
 
 def _counters(session: Session, names: list[str], device: str, running: str | None = None) -> str:
     summaries = session.summaries()
-    return views.counters_markdown({n: summaries.get(n) for n in names}, running=running, device=device)
+    return text.counters_markdown({n: summaries.get(n) for n in names}, running=running, device=device)
 
 
 def _outputs(session: Session, names: list[str], device: str, running: str | None, status: str,
              error: str | None = None) -> tuple[Any, ...]:
     summaries = session.summaries()
     finished = {n: s for n, s in summaries.items() if n in session.texts}
-    summary = {"error": error} if error else views.api_summary(session.texts, finished)
+    summary = {"error": error} if error else text.api_summary(session.texts, finished)
     return (*_texts(session, names), _counters(session, names, device, running), summary, status, session)
 
 
 def _slider_for(session: Session | None) -> Any:
-    top = max((views.last_step(r) for r in session.traces.values()), default=0) if session else 0
+    top = max((text.last_step(r) for r in session.traces.values()), default=0) if session else 0
     return gr.update(maximum=max(top, 1), value=1 if top >= 1 else 0)
 
 

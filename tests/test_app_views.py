@@ -8,7 +8,7 @@ import networkx as nx
 import pandas as pd
 import pytest
 
-from app import views
+from app.views import stats, style, text, tree
 from app.session import (
     Session, Settings, delete_session, engine_config, engines_for, export_files, load_session, run_all,
 )
@@ -59,21 +59,21 @@ def test_run_all_records_every_method_in_order(session):
 
 def test_highlighted_tokens_follow_the_emitted_records(session):
     records = session.traces["jakiro"]
-    pairs = views.highlighted_tokens(records)
-    steps = views.token_steps(records)
+    pairs = text.highlighted_tokens(records)
+    steps = text.token_steps(records)
     assert len(pairs) == len(steps) == SETTINGS.max_new_tokens
-    assert {label for _, label in pairs} <= set(views.SOURCE_COLORS)
+    assert {label for _, label in pairs} <= set(style.SOURCE_COLORS)
     assert pairs[0][1] == "target" and steps[0] == 0  # the prefill emits the target's own token
     assert steps == sorted(steps)
-    assert all(text for text, _ in pairs)
-    assert views.display_text("\n") == "↵\n" and views.display_text("") == "∅"
+    assert all(shown for shown, _ in pairs)
+    assert text.display_text("\n") == "↵\n" and text.display_text("") == "∅"
 
 
 def test_counters_and_api_summary(session):
     summaries = session.summaries()
-    md = views.counters_markdown(summaries)
+    md = text.counters_markdown(summaries)
     assert "Jakiro (MoE)" in md and "plain decoding" in md and "τ" in md and "UI time excluded" in md
-    summary = views.api_summary(session.texts, summaries)
+    summary = text.api_summary(session.texts, summaries)
     assert set(summary) == {"jakiro", "eagle", "none"}
     for name, entry in summary.items():
         assert {"text", "tau", "tokens_per_s", "speedup"} <= set(entry)
@@ -81,15 +81,15 @@ def test_counters_and_api_summary(session):
     assert summary["none"]["speedup"] == 1.0
     ratio = summaries["jakiro"].tokens_per_s / summaries["none"].tokens_per_s
     assert summary["jakiro"]["speedup"] == pytest.approx(ratio, rel=1e-3)
-    running = views.counters_markdown({"jakiro": summaries["jakiro"], "none": None}, running="jakiro")
+    running = text.counters_markdown({"jakiro": summaries["jakiro"], "none": None}, running="jakiro")
     assert "after plain run" in running and "⏳" in running
 
 
 def test_tidy_layout_has_no_crossings_and_centres_parents(session):
     for name in ("jakiro", "eagle"):
         record = spec_step(session.traces[name])
-        graph = views.tree_graph(record["nodes"])
-        pos = views.tidy_layout(graph)
+        graph = tree.tree_graph(record["nodes"])
+        pos = tree.tidy_layout(graph)
         assert set(pos) == set(graph.nodes)
         leaves = [n for n in graph if graph.out_degree(n) == 0]
         assert len({pos[n][1] for n in leaves}) == len(leaves)  # one row per leaf
@@ -107,7 +107,7 @@ def test_tidy_layout_has_no_crossings_and_centres_parents(session):
 
 def test_tree_figure_traces(session, oracle_trace):
     record = spec_step(session.traces["jakiro"])
-    fig = views.tree_figure(record)
+    fig = tree.tree_figure(record)
     names = [t.name for t in fig.data]
     assert names[:2] == ["edges", "accepted path"]
     assert "root" in names and "expert 0" in names or "expert 1" in names
@@ -115,14 +115,14 @@ def test_tree_figure_traces(session, oracle_trace):
     assert nodes == len(record["nodes"])
     assert None in fig.data[0].x  # one edge trace, None-separated
     assert fig.layout.height >= 260
-    faded = [c for t in fig.data[2:] for c in t.textfont.color if c == views.FADED]
+    faded = [c for t in fig.data[2:] for c in t.textfont.color if c == style.FADED]
     assert len(faded) == sum(not n["kept"] for n in record["nodes"])
     hover = " ".join(h for t in fig.data[2:] for h in t.hovertext)
     assert "draft prob" in hover and "routing w0" in hover and "target prob" in hover
     # the oracle's trees are accepted along the best chain: the path trace is drawn
     oracle = spec_step(oracle_trace)
     assert oracle["accepted_len"] == SETTINGS.depth
-    path = views.tree_figure(oracle).data[1]
+    path = tree.tree_figure(oracle).data[1]
     assert sum(x is None for x in path.x) == len(oracle["accepted_path"]) - 1
 
 
@@ -132,53 +132,53 @@ def test_expert_topk_in_hover_table_and_diversity_figure(session):
     root = record["nodes"][0]
     k = SETTINGS.tree_top_k
     assert [len(ids) for ids in root["expert_topk"]] == [k, k]
-    hover = " ".join(h for t in views.tree_figure(record).data[2:] for h in t.hovertext)
+    hover = " ".join(h for t in tree.tree_figure(record).data[2:] for h in t.hovertext)
     assert f"expert 0 top-{k}:" in hover and f"expert 1 top-{k}:" in hover and f"experts' top-{k} overlap" in hover
-    assert "top-" not in " ".join(h for t in views.tree_figure(spec_step(eagle)).data[2:] for h in t.hovertext)
+    assert "top-" not in " ".join(h for t in tree.tree_figure(spec_step(eagle)).data[2:] for h in t.hovertext)
     # the figure's line is the summary's overlap by depth, with its definition written below the plot
-    fig = views.sibling_diversity_figure(session.traces)
+    fig = stats.sibling_diversity_figure(session.traces)
     lines = [t for t in fig.data if t.type == "scatter"]
     assert [t.name for t in lines] == ["Jakiro (MoE) · experts' top-k overlap"]
     by_depth = session.summaries()["jakiro"].expert_topk_overlap_by_depth
     assert list(lines[0].x) == list(by_depth) and list(lines[0].y) == pytest.approx(list(by_depth.values()))
     assert "|top-k(E0) ∩ top-k(E1)| ÷ k" in fig.layout.annotations[0].text
     assert list(by_depth) == list(range(1, SETTINGS.depth))  # hybrid: the last layer is contrastive
-    table = views.summary_table(session.summaries()).set_index("method")
+    table = text.summary_table(session.summaries()).set_index("method")
     assert table.loc["jakiro", "expert_topk_overlap"] == pytest.approx(summarize(jakiro).expert_topk_overlap)
     assert pd.isna(table.loc["eagle", "expert_topk_overlap"])
     assert table.loc["eagle", "expert_topk_overlap_by_depth"] == ""
     # a trace recorded before the field existed draws bars only, and its hover has no top-k lines
     old = copy.deepcopy(jakiro)
-    for step in views.spec_steps(old):
+    for step in text.spec_steps(old):
         for node in step["nodes"]:
             del node["expert_topk"], node["expert_topk_text"]
-    assert not [t for t in views.sibling_diversity_figure({"jakiro": old}).data if t.type == "scatter"]
-    assert "top-" not in " ".join(h for t in views.tree_figure(spec_step(old)).data[2:] for h in t.hovertext)
+    assert not [t for t in stats.sibling_diversity_figure({"jakiro": old}).data if t.type == "scatter"]
+    assert "top-" not in " ".join(h for t in tree.tree_figure(spec_step(old)).data[2:] for h in t.hovertext)
 
 
 def test_tree_figure_escapes_tokens(session):
     record = copy.deepcopy(spec_step(session.traces["eagle"]))
     record["nodes"][1]["token"] = "<s>"
-    fig = views.tree_figure(record)
+    fig = tree.tree_figure(record)
     texts = [x for t in fig.data[2:] for x in t.text]
     hover = " ".join(h for t in fig.data[2:] for h in t.hovertext)
     assert "&lt;s&gt;" in texts and "<s>" not in texts
     assert "&lt;s&gt;" in hover and "<s>" not in hover
-    assert views.figure_token(" a very long token indeed") == "␣a␣very␣lon…"
+    assert text.figure_token(" a very long token indeed") == "␣a␣very␣lon…"
 
 
 def test_tree_and_mask_for_steps_without_a_tree(session):
-    prefill = views.step_at(session.traces["jakiro"], 0)
-    for fig in (views.tree_figure(prefill), views.mask_figure(prefill), views.tree_figure(None)):
+    prefill = text.step_at(session.traces["jakiro"], 0)
+    for fig in (tree.tree_figure(prefill), tree.mask_figure(prefill), tree.tree_figure(None)):
         assert fig.layout.annotations and not fig.data
-    assert "no step 999" in views.step_markdown("jakiro", session.traces["jakiro"], 999)
-    assert "prefill" in views.step_markdown("jakiro", session.traces["jakiro"], 0)
-    assert "accepted" in views.step_markdown("jakiro", session.traces["jakiro"], 1)
+    assert "no step 999" in text.step_markdown("jakiro", session.traces["jakiro"], 999)
+    assert "prefill" in text.step_markdown("jakiro", session.traces["jakiro"], 0)
+    assert "accepted" in text.step_markdown("jakiro", session.traces["jakiro"], 1)
 
 
 def test_mask_is_the_ancestor_relation_of_kept_nodes(session):
     record = spec_step(session.traces["jakiro"])
-    kept, mask = views.ancestor_rows(record["nodes"])
+    kept, mask = tree.ancestor_rows(record["nodes"])
     assert kept[0] == 0 and len(kept) == record["tree_nodes"] + 1
     parent = {n["id"]: n["parent"] for n in record["nodes"]}
     for i, node in enumerate(kept):
@@ -186,7 +186,7 @@ def test_mask_is_the_ancestor_relation_of_kept_nodes(session):
         assert sum(mask[i]) == next(n["depth"] for n in record["nodes"] if n["id"] == node) + 1
         if node:
             assert mask[i][kept.index(parent[node])] == 1
-    fig = views.mask_figure(record)
+    fig = tree.mask_figure(record)
     assert len(fig.data[0].z) == len(kept)
 
 
@@ -194,35 +194,35 @@ def test_statistics_figures(session):
     summaries = session.summaries()
     traces = session.traces
     figures = [
-        views.acceptance_by_depth_figure(summaries), views.accept_length_figure(summaries),
-        views.expert_usage_figure(summaries), views.expert_acceptance_figure(summaries),
-        views.sibling_diversity_figure(traces), views.expert_share_figure(traces),
-        views.routing_confidence_figure(traces),
+        stats.acceptance_by_depth_figure(summaries), stats.accept_length_figure(summaries),
+        stats.expert_usage_figure(summaries), stats.expert_acceptance_figure(summaries),
+        stats.sibling_diversity_figure(traces), stats.expert_share_figure(traces),
+        stats.routing_confidence_figure(traces),
     ]
     for fig in figures:
         assert fig.data and fig.layout.height
         json.loads(fig.to_json())
     assert {t.name for t in figures[0].data} == {"Jakiro (MoE)", "EAGLE-2 (single head)"}
-    assert views.acceptance_by_depth_figure({}).layout.annotations  # empty state, no crash
+    assert stats.acceptance_by_depth_figure({}).layout.annotations  # empty state, no crash
 
 
 def test_sibling_stats_and_routing_confidence(session):
-    stats = views.sibling_stats(session.traces["jakiro"])
-    assert sorted(stats) == list(range(1, SETTINGS.depth + 1))
-    for row in stats.values():
+    by_depth = stats.sibling_stats(session.traces["jakiro"])
+    assert sorted(by_depth) == list(range(1, SETTINGS.depth + 1))
+    for row in by_depth.values():
         assert 0 < row["distinct_in_layer"] <= 1 and 0 < row["distinct_among_siblings"] <= 1
         assert sum(v for k, v in row.items() if k.startswith("share ")) == pytest.approx(1.0)
-    assert "share contrastive" in stats[SETTINGS.depth]  # hybrid schedule: the last layer is contrastive
-    rows = views.routing_confidence(session.traces["jakiro"])
-    kept = sum(1 for s in views.spec_steps(session.traces["jakiro"]) for n in s["nodes"] if n["kept"] and n["parent"] >= 0)
+    assert "share contrastive" in by_depth[SETTINGS.depth]  # hybrid schedule: the last layer is contrastive
+    rows = stats.routing_confidence(session.traces["jakiro"])
+    kept = sum(1 for s in text.spec_steps(session.traces["jakiro"]) for n in s["nodes"] if n["kept"] and n["parent"] >= 0)
     assert sum(r["nodes"] for r in rows) == kept
-    assert views.routing_confidence(session.traces["eagle"]) == [
-        {**r, "nodes": 0, "acceptance": 0.0} for r in views.routing_confidence(session.traces["eagle"])
+    assert stats.routing_confidence(session.traces["eagle"]) == [
+        {**r, "nodes": 0, "acceptance": 0.0} for r in stats.routing_confidence(session.traces["eagle"])
     ]
 
 
 def test_summary_table_and_export_round_trip(session, tmp_path):
-    table = views.summary_table(session.summaries())
+    table = text.summary_table(session.summaries())
     assert list(table["method"]) == ["jakiro", "eagle", "none"]
     assert {"tau", "tokens_per_s", "speedup_vs_plain", "acceptance_by_depth"} <= set(table.columns)
     exported = Session(traces=session.traces, texts=session.texts)
@@ -233,7 +233,7 @@ def test_summary_table_and_export_round_trip(session, tmp_path):
         loaded = load_session(paths[:3])
         assert list(loaded.traces) == ["jakiro", "eagle", "none"]
         assert loaded.traces["jakiro"] == read_jsonl(paths[0])
-        assert views.trace_text(loaded.traces["none"]) == session.texts["none"]
+        assert text.trace_text(loaded.traces["none"]) == session.texts["none"]
     finally:
         delete_session(exported)
     bad = tmp_path / "bad.jsonl"
