@@ -13,6 +13,7 @@ from core.trace import summarize
 from core.train.data import Sequence, encode_conversation, load_features, record_features
 from core.train.losses import drafter_loss
 from core.train.loop import TrainConfig, _save_checkpoint, draft_vocabulary, make_batches, train
+from core.train.selfdistill import answer_prompts, done_count
 from core.train.unroll import StackedKV, shift_predictions, unroll_mask
 from core.registry import random_drafter
 
@@ -174,3 +175,17 @@ def test_heldout_prompts_count_over_all_folders(tmp_path):
     assert [p.prompt for p in heldout_prompts(dirs, every=5)] == ["answers 0", "answers 5", "answers-broad 3"]
     assert [p.prompt for p in heldout_prompts(dirs, every=5, folder="answers-broad")] == ["answers-broad 3"]
     assert [p.prompt for p in heldout_prompts(dirs, every=5, limit=1)] == ["answers 0"]
+
+
+def test_answers_resume_after_a_kill_mid_line(tiny_target, tmp_path):
+    """A job killed while writing leaves half a line; the rerun drops it and answers that prompt again."""
+    prompts = [{"prompt": f"Say {word}.", "source": "test"} for word in ("one", "two", "three", "four")]
+    answer_prompts(tiny_target, prompts[:2], tmp_path, batch_size=2, max_new_tokens=4)
+    shard = tmp_path / "shard-0000.jsonl"
+    whole = shard.read_text()
+    shard.write_text(whole + whole.splitlines()[0][:25])  # the third line, cut off
+    assert done_count(tmp_path) == 3
+    answer_prompts(tiny_target, prompts, tmp_path, batch_size=2, max_new_tokens=4)
+    rows = [json.loads(line) for line in shard.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [p["prompt"] for p in prompts]
+    assert all(r["answer_ids"] for r in rows)

@@ -1,7 +1,8 @@
 """Self-distillation data: the target answers the training prompts itself (batched greedy).
 
 Shards of JSON lines (prompt ids + answer ids) are appended under the output folder; a rerun
-skips prompts already answered, so the job resumes where it stopped.
+skips prompts already answered, so the job resumes where it stopped, even when it was killed in the
+middle of writing a line (the unfinished line is dropped).
 """
 from __future__ import annotations
 
@@ -18,12 +19,26 @@ def done_count(out_dir: Path) -> int:
     return sum(1 for shard in out_dir.glob("shard-*.jsonl") for _ in shard.open())
 
 
+def drop_unfinished_line(shard: Path) -> bool:
+    """Truncate ``shard`` after its last newline (a killed writer may leave half a line); True if it did."""
+    data = shard.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep == len(data):
+        return False
+    with shard.open("r+b") as fh:
+        fh.truncate(keep)
+    return True
+
+
 def answer_prompts(
     target: TargetModel, prompts: list[dict], out_dir: Path, batch_size: int = 32, max_new_tokens: int = 160,
     log_every: int = 1,
 ) -> None:
     """Append the target's greedy answers to ``out_dir/shard-*.jsonl``, resuming after the answered ones."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for shard in sorted(out_dir.glob("shard-*.jsonl")):
+        if drop_unfinished_line(shard):
+            print(f"{shard}: dropped an unfinished last line (the previous run was killed while writing)")
     start = done_count(out_dir)
     todo = prompts[start:]
     pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else 0
@@ -41,15 +56,17 @@ def answer_prompts(
                 max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad,
             )
         shard = out_dir / f"shard-{(start + b) // 1024:04d}.jsonl"
+        lines = []
+        for prompt, pids, row in zip(batch, ids, out[:, width:].tolist()):
+            answer = []
+            for tok in row:
+                answer.append(tok)
+                if tok in target.stop_token_ids:
+                    break
+            tokens += len(answer)
+            lines.append(json.dumps({**prompt, "prompt_ids": pids, "answer_ids": answer}) + "\n")
         with shard.open("a") as fh:
-            for prompt, pids, row in zip(batch, ids, out[:, width:].tolist()):
-                answer = []
-                for tok in row:
-                    answer.append(tok)
-                    if tok in target.stop_token_ids:
-                        break
-                tokens += len(answer)
-                fh.write(json.dumps({**prompt, "prompt_ids": pids, "answer_ids": answer}) + "\n")
+            fh.write("".join(lines))  # one write per batch
         if (b // batch_size) % log_every == 0:
             rate = tokens / (time.time() - t0)
             print(f"answered {start + b + len(batch)}/{len(prompts)} prompts, {rate:.0f} answer tokens/s", flush=True)
