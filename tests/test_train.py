@@ -36,6 +36,15 @@ def test_loss_is_zero_reg_when_prediction_is_exact():
     assert parts.top1 == 1.0 and parts.con_top1 == 1.0
     worse = drafter_loss(head, truth + torch.randn(6, 8), truth)
     assert worse.total.item() > parts.total.item()
+    assert parts.overlap == pytest.approx(1.0) and 0.0 < worse.overlap < 1.0
+
+
+def test_overlap_is_the_temperature_one_acceptance_rate():
+    """sum_v min(p, q) is the probability that a token sampled from q survives speculative sampling against p."""
+    head = torch.eye(3)
+    draft, target = torch.log(torch.tensor([[0.7, 0.2, 0.1]])), torch.log(torch.tensor([[0.5, 0.1, 0.4]]))
+    parts = drafter_loss(head, draft, target)
+    assert parts.overlap == pytest.approx(0.5 + 0.1 + 0.1, abs=1e-6)
 
 
 @pytest.mark.parametrize("ffn", ["moe", "dense"])

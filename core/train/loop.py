@@ -172,8 +172,9 @@ def _load_optimizer(run: Path, drafter: Drafter, optimizer) -> None:
 
 @torch.no_grad()
 def evaluate(drafter: Drafter, embed, data: FeatureSet, holdout: list[int], cfg: TrainConfig) -> dict:
-    """Teacher-forced top-1 agreement with the target at t+1 (and t+2 for the contrastive branch), and
-    top-1 at t+1 when reading the drafter's own previous prediction (``top1_unrolled``, a depth-2 node)."""
+    """Teacher-forced top-1 agreement with the target at t+1 (and t+2 for the contrastive branch), the
+    distribution overlap at t+1 (``overlap``: acceptance of one sampled token at temperature 1), and top-1 at
+    t+1 when reading the drafter's own previous prediction (``top1_unrolled``, a depth-2 node)."""
     drafter.eval()
     lengths = [int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))]
     runs = [step_loss(drafter, embed, *collate(data, b), cfg, train=False, passes=2)
@@ -183,6 +184,7 @@ def evaluate(drafter: Drafter, embed, data: FeatureSet, holdout: list[int], cfg:
     return {
         "loss": _mean(first, lambda p: p.total.item()),
         "top1": _mean(first, lambda p: p.top1),
+        "overlap": _mean(first, lambda p: p.overlap),
         "con_top1": _mean([p for p in first if not math.isnan(p.con_top1)], lambda p: p.con_top1),
         "top1_unrolled": _mean(second, lambda p: p.top1),
         "positions": sum(p.positions for p in first),

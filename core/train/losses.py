@@ -23,6 +23,8 @@ class LossParts:
     top1: float  # draft argmax == target argmax at t+1, over the draft vocabulary
     con_top1: float  # same for the contrastive branch at t+2 (nan when absent)
     positions: int
+    overlap: float = float("nan")  # mean sum_v min(p*, q) over the draft vocabulary at t+1: the chance that one
+    # token sampled from the drafter is accepted at temperature 1 (the target's mass outside V' ignored)
 
 
 def soft_ce(draft_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
@@ -46,6 +48,8 @@ def drafter_loss(
     reg = F.smooth_l1_loss(pred.float(), truth.float())
     ce = soft_ce(q, t)
     top1 = (q.argmax(-1) == t.argmax(-1)).float().mean().item()
+    with torch.no_grad():
+        overlap = torch.minimum(q.float().softmax(-1), t.float().softmax(-1)).sum(-1).mean().item()
     con_top1 = float("nan")
     if pred_con is not None and truth_con is not None and pred_con.shape[0] > 0:
         qc = F.linear(pred_con.to(head.dtype), head)
@@ -55,4 +59,5 @@ def drafter_loss(
         ce = ce + 0.5 * soft_ce(qc, tc)
         con_top1 = (qc.argmax(-1) == tc.argmax(-1)).float().mean().item()
     total = w_reg * reg + w_ce * ce
-    return LossParts(total=total, reg=reg.item(), ce=ce.item(), top1=top1, con_top1=con_top1, positions=pred.shape[0])
+    return LossParts(total=total, reg=reg.item(), ce=ce.item(), top1=top1, con_top1=con_top1,
+                     positions=pred.shape[0], overlap=overlap)
