@@ -198,3 +198,30 @@ def test_answers_resume_after_a_kill_mid_line(tiny_target, tmp_path):
     rows = [json.loads(line) for line in shard.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == [p["prompt"] for p in prompts]
     assert all(r["answer_ids"] for r in rows)
+
+
+def test_heldout_prompts_keep_the_training_indexing_after_more_answers(tmp_path):
+    """Answers appended after the features were recorded must not shift which prompts count as held out."""
+    from core.train.heldout import heldout_prompts
+
+    for folder, n in (("answers", 9), ("answers-broad", 8)):  # "answers" had 7 when the features were recorded
+        (tmp_path / folder).mkdir()
+        lines = [json.dumps({"prompt": f"{folder} {i}", "source": folder}) for i in range(n)]
+        (tmp_path / folder / "shard-0000.jsonl").write_text("\n".join(lines) + "\n")
+    dirs = [tmp_path / "answers", tmp_path / "answers-broad"]
+    counts = {"answers": 7, "answers-broad": 8}
+    assert [p.prompt for p in heldout_prompts(dirs, every=5, counts=counts)] == [
+        "answers 0", "answers 5", "answers-broad 3"]
+    shifted = [p.prompt for p in heldout_prompts(dirs, every=5)]  # without counts, the appended answers count
+    assert shifted == ["answers 0", "answers 5", "answers-broad 1", "answers-broad 6"]
+
+
+def test_features_record_the_answers_they_came_from(tiny_target, tmp_path):
+    from core.train.heldout import recorded_counts
+
+    seqs = [Sequence(ids=[1, 2, 3, 4], loss_mask=[0, 0, 1, 1], source="test")]
+    record_features(tiny_target, seqs, tmp_path / "with.safetensors",
+                    metadata={"answer_counts": json.dumps({"answers": 1})})
+    record_features(tiny_target, seqs, tmp_path / "without.safetensors")
+    assert recorded_counts(tmp_path / "with.safetensors") == {"answers": 1}
+    assert recorded_counts(tmp_path / "without.safetensors") is None

@@ -46,6 +46,11 @@ def add_parser(subparsers) -> None:
     ev.add_argument("--every", type=int, default=50, help="the training loop's holdout_every")
     ev.add_argument("--limit", type=int, default=30)
     ev.add_argument("--folder", default=None, help="only held-out prompts from this answer folder (e.g. answers-broad)")
+    ev.add_argument("--features", type=Path, default=None,
+                    help="the features file the drafters were trained on: held-out prompts are counted over the "
+                         "answers it was recorded from, not the answers appended since")
+    ev.add_argument("--counts", default=None,
+                    help="answers per folder at recording time, for older features files: answers=N,answers-broad=M")
     ev.add_argument("--max-new-tokens", type=int, default=96)
     ev.add_argument("--json", type=Path, default=None)
     ev.set_defaults(func=cmd_eval)
@@ -85,13 +90,15 @@ def cmd_features(args: argparse.Namespace) -> int:
     from core.train.data import chitchat_conversations, record_features, self_distilled
 
     target = TargetModel.load(args.target, args.dtype)
-    sequences = [s for folder in args.answers if folder.is_dir() for s in self_distilled(folder, args.prompt_context)]
+    per_folder = {folder.name: self_distilled(folder, args.prompt_context) for folder in args.answers if folder.is_dir()}
+    sequences = [s for seqs in per_folder.values() for s in seqs]
     if args.chitchat:
         sequences += chitchat_conversations(target, args.chitchat)
     if not sequences:
         raise ValueError(f"no training sequences: run `python -m core train answers` first (looked in {args.answers})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    record_features(target, sequences, args.out)
+    counts = {name: len(seqs) for name, seqs in per_folder.items()}
+    record_features(target, sequences, args.out, metadata={"answer_counts": json.dumps(counts)})
     tokens = sum(len(s.ids) for s in sequences)
     print(f"recorded {len(sequences)} sequences, {tokens} tokens -> {args.out}")
     return 0
@@ -102,10 +109,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from core.engine import SpecDecoder
     from core.registry import build_proposer
     from core.target import TargetModel
-    from core.train.heldout import heldout_prompts, heldout_tau
+    from core.train.heldout import heldout_prompts, heldout_tau, recorded_counts
 
+    counts = recorded_counts(args.features) if args.features else None
+    if args.features and counts is None:
+        raise ValueError(f"{args.features} does not say which answers it was recorded from (recorded before "
+                         "that was stored): pass the counts instead, e.g. --counts answers=2368,answers-broad=1440")
+    if args.counts:
+        counts = {name: int(n) for name, _, n in (part.partition("=") for part in args.counts.split(","))}
     target = TargetModel.load(args.target, args.dtype)
-    prompts = heldout_prompts(args.answers, args.every, args.limit, args.folder)
+    prompts = heldout_prompts(args.answers, args.every, args.limit, args.folder, counts)
     if not prompts:
         raise ValueError(f"no held-out prompts in {[str(a) for a in args.answers]}")
     results = {}

@@ -114,8 +114,10 @@ def chitchat_conversations(target: TargetModel, limit: int, seed: int = 0) -> li
 
 
 @torch.inference_mode()
-def record_features(target: TargetModel, sequences: list[Sequence], path: Path, batch_tokens: int = 8192) -> None:
-    """Run the target over every sequence (batched, right-padded) and save one safetensors shard."""
+def record_features(target: TargetModel, sequences: list[Sequence], path: Path, batch_tokens: int = 8192,
+                    metadata: dict[str, str] | None = None) -> None:
+    """Run the target over every sequence (batched, right-padded) and save one safetensors shard (with
+    ``metadata``, e.g. the answers per folder it was recorded from)."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].ids))
     hidden: list[torch.Tensor | None] = [None] * len(sequences)
     i = 0
@@ -138,7 +140,7 @@ def record_features(target: TargetModel, sequences: list[Sequence], path: Path, 
         "loss_mask": torch.tensor([t for s in sequences for t in s.loss_mask], dtype=torch.bool),
         "hidden": torch.cat(hidden),  # type: ignore[arg-type]
         "offsets": torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]),
-    }, str(path))
+    }, str(path), metadata=metadata)
 
 
 def load_features(paths: list[Path]) -> FeatureSet:

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors import safe_open
+
 from core.config import EngineConfig, FallbackConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.trace import Summary, summarize
@@ -23,20 +25,36 @@ class HeldOutPrompt:
 
 
 def heldout_prompts(answer_dirs: list[Path], every: int = 50, limit: int | None = None,
-                    folder: str | None = None) -> list[HeldOutPrompt]:
+                    folder: str | None = None, counts: dict[str, int] | None = None) -> list[HeldOutPrompt]:
     """Every ``every``-th answered prompt, counted over all folders in the order the feature recorder reads
-    them (so these are the sequences training held out); optionally only those from the folder named ``folder``."""
+    them (so these are the sequences training held out); optionally only those from the folder named ``folder``.
+
+    ``counts`` (folder name -> answers it held when the features were recorded, see ``recorded_counts``) keeps
+    the indexing that of the training run after more answers were appended; without it every answer counts.
+    """
     out = []
     index = 0
     for directory in answer_dirs:
+        seen = 0
         for shard in sorted(directory.glob("shard-*.jsonl")) if directory.is_dir() else []:
             for line in shard.open():
+                if counts is not None and seen >= counts.get(directory.name, 0):
+                    break
+                seen += 1
                 if index % every == 0 and folder in (None, directory.name):
                     rec = json.loads(line)
                     out.append(HeldOutPrompt(prompt=rec["prompt"], source=rec.get("source", "answers"),
                                              folder=directory.name))
                 index += 1
     return out[:limit]
+
+
+def recorded_counts(features: Path) -> dict[str, int] | None:
+    """Answers per folder that a features file was recorded from (``None`` for files recorded before this was
+    stored)."""
+    with safe_open(str(features), framework="pt") as fh:
+        text = (fh.metadata() or {}).get("answer_counts")
+    return {str(k): int(v) for k, v in json.loads(text).items()} if text else None
 
 
 def heldout_tau(decoder: SpecDecoder, prompts: list[HeldOutPrompt], tree: TreeConfig,
