@@ -38,14 +38,32 @@ def page(app_url):
             browser.close()
 
 
+def set_slider(page, elem_id: str, value: str, attempts: int = 10) -> None:
+    """Type ``value`` into a slider's number box until the slider holds it.
+
+    In CI a value typed right after the Settings accordion opened was sometimes replaced by the default
+    (the component re-rendering as it opened), so the run used 48 tokens; retyping until it holds is robust.
+    """
+    box = page.locator(f"{elem_id} input[type=number]")
+    slider = page.locator(f"{elem_id} input[type=range]")
+    playwright.expect(slider).to_be_visible()
+    for _ in range(attempts):
+        box.fill(value)
+        box.press("Tab")  # blur: the box commits its value
+        try:
+            playwright.expect(slider).to_have_value(value, timeout=1_000)
+            playwright.expect(box).to_have_value(value, timeout=1_000)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"{elem_id} did not take the value {value}")
+
+
 def test_generate_inspect_scrub_and_export(page, tmp_path):
     expect = playwright.expect
     page.locator("#prompt textarea").fill("Name a colour.")
     page.locator("#settings").get_by_text("Settings").first.click()
-    count = page.locator("#max-new-tokens input[type=number]")
-    count.fill("12")
-    count.press("Enter")  # a slider's number box commits on Enter/blur, not on each keystroke
-    expect(page.locator("#max-new-tokens input[type=range]")).to_have_value("12")
+    set_slider(page, "#max-new-tokens", "12")
     page.locator("#generate").click()
 
     # tokens appear in all three boxes, and the run finishes
