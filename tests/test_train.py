@@ -216,8 +216,20 @@ def test_heldout_prompts_keep_the_training_indexing_after_more_answers(tmp_path)
     assert shifted == ["answers 0", "answers 5", "answers-broad 1", "answers-broad 6"]
 
 
+@pytest.mark.parametrize("text", ["answers", "answers=", "answers=12,broad=x", "=3", "answers=-1"])
+def test_bad_counts_are_refused_clearly(text):
+    from core.train.heldout import parse_counts
+
+    with pytest.raises(ValueError, match="is not FOLDER=N"):
+        parse_counts(text)
+
+
 def test_features_record_the_answers_they_came_from(tiny_target, tmp_path):
-    from core.train.heldout import recorded_counts
+    from core.train.heldout import parse_counts, recorded_counts
+
+    assert parse_counts("answers=2368, answers-broad=1440") == {"answers": 2368, "answers-broad": 1440}
+    with pytest.raises(ValueError, match="does not exist"):
+        recorded_counts(tmp_path / "absent.safetensors")
 
     seqs = [Sequence(ids=[1, 2, 3, 4], loss_mask=[0, 0, 1, 1], source="test")]
     record_features(tiny_target, seqs, tmp_path / "with.safetensors",

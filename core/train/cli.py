@@ -109,14 +109,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from core.engine import SpecDecoder
     from core.registry import build_proposer
     from core.target import TargetModel
-    from core.train.heldout import heldout_prompts, heldout_tau, recorded_counts
+    from core.train.heldout import heldout_prompts, heldout_tau, parse_counts, recorded_counts
 
     counts = recorded_counts(args.features) if args.features else None
     if args.features and counts is None:
         raise ValueError(f"{args.features} does not say which answers it was recorded from (recorded before "
                          "that was stored): pass the counts instead, e.g. --counts answers=2368,answers-broad=1440")
-    if args.counts:
-        counts = {name: int(n) for name, _, n in (part.partition("=") for part in args.counts.split(","))}
+    if args.counts:  # overrides what the features file says
+        counts = parse_counts(args.counts)
     target = TargetModel.load(args.target, args.dtype)
     prompts = heldout_prompts(args.answers, args.every, args.limit, args.folder, counts)
     if not prompts:

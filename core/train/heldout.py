@@ -49,9 +49,22 @@ def heldout_prompts(answer_dirs: list[Path], every: int = 50, limit: int | None 
     return out[:limit]
 
 
+def parse_counts(text: str) -> dict[str, int]:
+    """``"answers=2368,answers-broad=1440"`` -> ``{"answers": 2368, "answers-broad": 1440}``."""
+    counts = {}
+    for part in text.split(","):
+        name, _, number = part.strip().partition("=")
+        if not name or not number.strip().isdigit():
+            raise ValueError(f"--counts: {part.strip()!r} is not FOLDER=N (e.g. answers=2368,answers-broad=1440)")
+        counts[name] = int(number)
+    return counts
+
+
 def recorded_counts(features: Path) -> dict[str, int] | None:
     """Answers per folder that a features file was recorded from (``None`` for files recorded before this was
     stored)."""
+    if not Path(features).is_file():
+        raise ValueError(f"features file {features} does not exist")
     with safe_open(str(features), framework="pt") as fh:
         text = (fh.metadata() or {}).get("answer_counts")
     return {str(k): int(v) for k, v in json.loads(text).items()} if text else None
