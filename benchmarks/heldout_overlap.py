@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.target import TargetModel
 from core.train.data import load_features
-from core.train.loop import TrainConfig, evaluate
+from core.train.loop import TrainConfig, evaluate, split_holdout
 from core.drafter import load_drafter
 t = TargetModel.load("default", "float32")
 data = load_features([Path.home() / ".cache/jakiro-explorer/train/features-v2.safetensors"])
@@ -23,7 +23,7 @@ for name in ("jakiro-v2", "eagle-v2", "jakiro-v3", "eagle-v3"):
     cfg = TrainConfig(**meta["train_config"])
     d = load_drafter(R / name, t.fingerprint(), t.vocab_size)
     d.bind_head(t.lm_head.weight.float())
-    holdout = [i for i in range(len(data)) if i % cfg.holdout_every == 0]
+    holdout, _ = split_holdout(len(data), cfg.holdout_every)
     with torch.no_grad():
         out[name] = evaluate(d, t.embed_tokens, data, holdout, cfg)
     print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in out[name].items()}, flush=True)

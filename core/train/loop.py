@@ -196,13 +196,18 @@ def _mean(parts: list[LossParts], value) -> float | None:
     return sum(value(p) * p.positions for p in parts) / n if n else None
 
 
+def split_holdout(sequences: int, every: int) -> tuple[list[int], list[int]]:
+    """(held-out, training) sequence indices: every ``every``-th sequence is held out."""
+    indices = range(sequences)
+    return [i for i in indices if i % every == 0], [i for i in indices if i % every != 0]
+
+
 def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, max_minutes: float | None = None) -> dict:
     """Train (or resume) a drafter in ``run``; returns the final state with its evaluation."""
     accelerator = Accelerator(cpu=target.device.type == "cpu", mixed_precision="bf16")
     torch.manual_seed(cfg.seed)
     lengths = [int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))]
-    holdout = [i for i in range(len(data)) if i % cfg.holdout_every == 0]
-    train_idx = [i for i in range(len(data)) if i % cfg.holdout_every != 0]
+    holdout, train_idx = split_holdout(len(data), cfg.holdout_every)
     resume = (run / "state.json").is_file()
     if resume:
         drafter = load_drafter(run, target.fingerprint(), target.vocab_size)

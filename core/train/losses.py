@@ -27,10 +27,14 @@ class LossParts:
     # token sampled from the drafter is accepted at temperature 1 (the target's mass outside V' ignored)
 
 
-def soft_ce(draft_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of [n, V'] draft logits against the softmax of [n, V'] target logits."""
+def soft_ce(draft_logits: torch.Tensor, target_logits: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Mean cross-entropy of [n, V'] draft logits against the softmax of [n, V'] target logits, and the mean
+    overlap sum_v min(p, q) of the two distributions (from the same softmaxes; no gradient)."""
     p = target_logits.float().softmax(-1)
-    return -(p * draft_logits.float().log_softmax(-1)).sum(-1).mean()
+    log_q = draft_logits.float().log_softmax(-1)
+    with torch.no_grad():
+        overlap = torch.minimum(p, log_q.exp()).sum(-1).mean().item()
+    return -(p * log_q).sum(-1).mean(), overlap
 
 
 def drafter_loss(
@@ -46,17 +50,15 @@ def drafter_loss(
     with torch.no_grad():
         t = F.linear(truth.to(head.dtype), head)
     reg = F.smooth_l1_loss(pred.float(), truth.float())
-    ce = soft_ce(q, t)
+    ce, overlap = soft_ce(q, t)
     top1 = (q.argmax(-1) == t.argmax(-1)).float().mean().item()
-    with torch.no_grad():
-        overlap = torch.minimum(q.float().softmax(-1), t.float().softmax(-1)).sum(-1).mean().item()
     con_top1 = float("nan")
     if pred_con is not None and truth_con is not None and pred_con.shape[0] > 0:
         qc = F.linear(pred_con.to(head.dtype), head)
         with torch.no_grad():
             tc = F.linear(truth_con.to(head.dtype), head)
         reg = reg + 0.5 * F.smooth_l1_loss(pred_con.float(), truth_con.float())
-        ce = ce + 0.5 * soft_ce(qc, tc)
+        ce = ce + 0.5 * soft_ce(qc, tc)[0]
         con_top1 = (qc.argmax(-1) == tc.argmax(-1)).float().mean().item()
     total = w_reg * reg + w_ce * ce
     return LossParts(total=total, reg=reg.item(), ce=ce.item(), top1=top1, con_top1=con_top1,
