@@ -180,11 +180,10 @@ def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
 def test_schedule_variants_run_side_by_side(tiny_target, prompt_file, drafter_folder):
     """Jakiro with and without the contrastive last layer in one run; the standard schedule drafts every layer
     with the MoE branch, so it makes more drafter forwards per cycle, and both stay lossless."""
-    folder = drafter_folder
-    specs = [f"{folder}@fixed+standard", f"{folder}@fixed+hybrid", "none"]
+    specs = [f"{drafter_folder}@fixed+standard", f"{drafter_folder}@fixed+hybrid", "none"]
     report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2],
                        EngineConfig(max_new_tokens=8), progress=False, warmup=False)
-    name = folder.name
+    name = drafter_folder.name
     methods, results = report["config"]["methods"], report["results"]
     assert methods[f"{name}@fixed+standard"]["engine"]["tree"]["schedule"] == "standard"
     assert methods[f"{name}@fixed+hybrid"]["engine"]["tree"]["schedule"] == "hybrid"

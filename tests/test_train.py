@@ -173,14 +173,19 @@ def test_prompt_sets_are_deterministic_and_never_hold_benchmark_questions():
         assert not turns & {p["prompt"].strip() for p in chat + broad}
 
 
+def _answer_folders(root: Path, sizes: dict[str, int]) -> list[Path]:
+    """Answer folders with one shard each, whose prompts say their folder and line number."""
+    for folder, n in sizes.items():
+        (root / folder).mkdir()
+        lines = [json.dumps({"prompt": f"{folder} {i}", "source": folder}) for i in range(n)]
+        (root / folder / "shard-0000.jsonl").write_text("\n".join(lines) + "\n")
+    return [root / folder for folder in sizes]
+
+
 def test_heldout_prompts_count_over_all_folders(tmp_path):
     from core.train.heldout import heldout_prompts
 
-    for folder, n in (("answers", 7), ("answers-broad", 8)):
-        (tmp_path / folder).mkdir()
-        lines = [json.dumps({"prompt": f"{folder} {i}", "source": folder}) for i in range(n)]
-        (tmp_path / folder / "shard-0000.jsonl").write_text("\n".join(lines) + "\n")
-    dirs = [tmp_path / "answers", tmp_path / "answers-broad"]
+    dirs = _answer_folders(tmp_path, {"answers": 7, "answers-broad": 8})
     assert [p.prompt for p in heldout_prompts(dirs, every=5)] == ["answers 0", "answers 5", "answers-broad 3"]
     assert [p.prompt for p in heldout_prompts(dirs, every=5, folder="answers-broad")] == ["answers-broad 3"]
     assert [p.prompt for p in heldout_prompts(dirs, every=5, limit=1)] == ["answers 0"]
@@ -204,11 +209,7 @@ def test_heldout_prompts_keep_the_training_indexing_after_more_answers(tmp_path)
     """Answers appended after the features were recorded must not shift which prompts count as held out."""
     from core.train.heldout import heldout_prompts
 
-    for folder, n in (("answers", 9), ("answers-broad", 8)):  # "answers" had 7 when the features were recorded
-        (tmp_path / folder).mkdir()
-        lines = [json.dumps({"prompt": f"{folder} {i}", "source": folder}) for i in range(n)]
-        (tmp_path / folder / "shard-0000.jsonl").write_text("\n".join(lines) + "\n")
-    dirs = [tmp_path / "answers", tmp_path / "answers-broad"]
+    dirs = _answer_folders(tmp_path, {"answers": 9, "answers-broad": 8})  # "answers" had 7 at recording time
     counts = {"answers": 7, "answers-broad": 8}
     assert [p.prompt for p in heldout_prompts(dirs, every=5, counts=counts)] == [
         "answers 0", "answers 5", "answers-broad 3"]
