@@ -4,6 +4,9 @@ Randomly initialised models of realistic shapes (no weights travel to the GPU ma
 default target's shape and Llama 1B / 8B shapes. For each: one target forward over q tree
 nodes after a 512-token context, q = 1..128, and one full drafting cycle of a dense and an MoE
 drafter; from those, the speedup to expect at a given tau:  tau * t(1) / (t_draft + t(q)).
+Then the real engine on the same random target: milliseconds per plain step and per speculative
+cycle as its trace records them (Python, cache and tree work included). The drafters are
+untrained, so their tau is ~1; the cycle cost is what counts:  speedup = tau * plain / cycle.
 
     python benchmarks/gpu_check.py --out results.json            # on a CUDA machine
     python benchmarks/gpu_check.py --smoke                       # tiny shapes on the CPU
@@ -19,13 +22,19 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config import TreeConfig  # noqa: E402
+from core.config import EngineConfig, TreeConfig  # noqa: E402
 from core.drafter import Drafter, config_for_target  # noqa: E402
 from core.drafting import FeatureProposer  # noqa: E402
+from core.engine import SpecDecoder  # noqa: E402
+from core.models import resolve_target  # noqa: E402
+from core.policy import FallbackConfig  # noqa: E402
+from core.registry import attach, random_drafter  # noqa: E402
+from core.target import TargetModel  # noqa: E402
+from core.trace import summarize  # noqa: E402
 from core.tree import ancestor_mask  # noqa: E402
 
 SHAPES = {
@@ -36,7 +45,7 @@ SHAPES = {
     "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                      num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
     "smoke": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=1024, rope_theta=10000.0),
+                  num_key_value_heads=2, vocab_size=49152, rope_theta=10000.0),
 }
 TREE_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128)
 TREES = {"cpu-default": TreeConfig(top_k=4, depth=5, total_tokens=24),
@@ -97,7 +106,8 @@ def verify_costs(model, device, dtype, context: int, reps: int) -> dict[int, flo
 def draft_costs(model, device, dtype, context: int, reps: int) -> dict[str, float]:
     out = {}
     hidden = model.config.hidden_size
-    embed = model.get_input_embeddings()
+    table = model.get_input_embeddings()
+    embed = lambda ids: table(ids.to(device))  # noqa: E731  (the proposer keeps token ids on the CPU)
     for ffn in ("dense", "moe"):
         drafter = Drafter(config_for_target(model.config, ffn, "random", "")).to(device=device, dtype=dtype)
         drafter.bind_head(model.get_output_embeddings().weight)
@@ -115,6 +125,34 @@ def draft_costs(model, device, dtype, context: int, reps: int) -> dict[str, floa
     return out
 
 
+ENGINE_PROMPT = "Explain how a bicycle works, step by step, for a curious ten-year-old."
+
+
+@torch.inference_mode()
+def engine_costs(model, new_tokens: int) -> dict[str, dict]:
+    """The engine's own timings on ``model`` (the default tokenizer; token ids fit every shape's vocabulary)."""
+    target = TargetModel(model, AutoTokenizer.from_pretrained(resolve_target("default")), "random")
+    off = FallbackConfig(enabled=False)
+
+    def run(decoder: SpecDecoder, tree: TreeConfig) -> dict:
+        cfg = EngineConfig(tree=tree, max_new_tokens=new_tokens, fallback=off)
+        decoder.generate(ENGINE_PROMPT, cfg, detail=False)  # warm-up
+        s = summarize(decoder.generate(ENGINE_PROMPT, cfg, detail=False))
+        return {"ms_per_forward": 1e3 * s.decode_s / s.target_forwards, "tau": s.tau, "draft_ms": s.draft_ms_per_step,
+                "verify_ms": s.verify_ms_per_step, "commit_ms": s.commit_ms_per_step,
+                "tree_nodes": s.tree_nodes_per_step, "drafter_forwards": s.drafter_forwards_per_step}
+
+    out = {"none": run(SpecDecoder(target), TreeConfig())}
+    plain_ms = out["none"]["ms_per_forward"]
+    for ffn in ("dense", "moe"):
+        decoder = SpecDecoder(target, attach(random_drafter(target, ffn), target, ffn))
+        for name, tree in TREES.items():
+            row = run(decoder, tree)
+            row["speedup_at_tau"] = {tau: round(tau * plain_ms / row["ms_per_forward"], 2) for tau in (2.0, 3.0, 4.0, 5.0)}
+            out[f"{ffn}/{name}"] = row
+    return out
+
+
 def expected_speedup(verify: dict[int, float], draft_ms: float, q: int, tau: float) -> float:
     return tau * verify[1] / (draft_ms + verify[q])
 
@@ -125,6 +163,7 @@ def main() -> int:
     p.add_argument("--smoke", action="store_true", help="tiny shapes on any device (checks the script)")
     p.add_argument("--context", type=int, default=512)
     p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--new-tokens", type=int, default=96, help="tokens per engine run")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -142,7 +181,9 @@ def main() -> int:
             q = 24 if "cpu-default" in key else 64  # the verified tree size closest to the drafted one
             for tau in (3.0, 4.0, 5.0):
                 table[f"{key} q={q} tau={tau}"] = round(expected_speedup(verify, ms, q, tau), 2)
-        report["shapes"][name] = {"verify_ms": verify, "draft_cycle_ms": draft, "expected_speedup": table}
+        engine = engine_costs(model, args.new_tokens)
+        report["shapes"][name] = {"verify_ms": verify, "draft_cycle_ms": draft, "expected_speedup": table,
+                                  "engine": engine}
         print(json.dumps({name: report["shapes"][name]}, indent=1), flush=True)
         del model
         if device.type == "cuda":

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.target import TargetModel
 from core.train.data import load_features
-from core.train.loop import TrainConfig, evaluate, split_holdout
+from core.train.loop import TrainConfig, evaluate, holdout_split
 from core.drafter import load_drafter
 t = TargetModel.load("default", "float32")
 data = load_features([Path.home() / ".cache/jakiro-explorer/train/features-v2.safetensors"])
@@ -20,10 +20,10 @@ R = Path.home() / ".cache/jakiro-explorer/train/runs"
 out = {}
 for name in ("jakiro-v2", "eagle-v2", "jakiro-v3", "eagle-v3"):
     meta = json.loads((R / name / "drafter.json").read_text())
-    cfg = TrainConfig(**meta["train_config"])
+    cfg = TrainConfig.from_saved(meta["train_config"])
     d = load_drafter(R / name, t.fingerprint(), t.vocab_size)
     d.bind_head(t.lm_head.weight.float())
-    holdout, _ = split_holdout(len(data), cfg.holdout_every)
+    holdout, _ = holdout_split(data, cfg)
     with torch.no_grad():
         out[name] = evaluate(d, t.embed_tokens, data, holdout, cfg)
     print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in out[name].items()}, flush=True)

@@ -1,11 +1,13 @@
 """The training pipeline on a tiny target: features, loss, resumable fit, and a lossless result."""
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from core.config import EngineConfig, TreeConfig
+from core.config import ConfigError, EngineConfig, TreeConfig
 from core.drafter import load_drafter
 from core.engine import SpecDecoder
 from core.registry import attach
@@ -122,6 +124,8 @@ def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
     assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 1  # the old checkpoint survives
     state = train(tiny_target, features, cfg, tmp_path / "run")
     assert state["done"] and state["step"] > 1
+    with pytest.raises(ConfigError, match="trained with --holdout-scheme per-folder --holdout-every 6"):
+        train(tiny_target, features, dataclasses.replace(cfg, holdout_scheme="global"), tmp_path / "run")
     assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == state["step"]
     history = state["history"]
     assert history[-1]["loss"] < history[0]["loss"] + 1e-6
@@ -182,13 +186,42 @@ def _answer_folders(root: Path, sizes: dict[str, int]) -> list[Path]:
     return [root / folder for folder in sizes]
 
 
-def test_heldout_prompts_count_over_all_folders(tmp_path):
+def test_heldout_prompts_count_over_all_folders_in_the_global_scheme(tmp_path):
     from core.train.heldout import heldout_prompts
 
     dirs = _answer_folders(tmp_path, {"answers": 7, "answers-broad": 8})
-    assert [p.prompt for p in heldout_prompts(dirs, every=5)] == ["answers 0", "answers 5", "answers-broad 3"]
-    assert [p.prompt for p in heldout_prompts(dirs, every=5, folder="answers-broad")] == ["answers-broad 3"]
-    assert [p.prompt for p in heldout_prompts(dirs, every=5, limit=1)] == ["answers 0"]
+    glob = dict(every=5, per_folder=False)
+    assert [p.prompt for p in heldout_prompts(dirs, **glob)] == ["answers 0", "answers 5", "answers-broad 3"]
+    assert [p.prompt for p in heldout_prompts(dirs, folder="answers-broad", **glob)] == ["answers-broad 3"]
+    assert [p.prompt for p in heldout_prompts(dirs, limit=1, **glob)] == ["answers 0"]
+
+
+def test_per_folder_holdout_is_the_same_in_the_loop_and_the_prompts_and_survives_appended_answers(tmp_path):
+    """The loop's split over a features file's recorded folders holds out exactly the prompts ``heldout_prompts``
+    returns, and answers appended to the first folder change neither."""
+    from core.train.data import FeatureSet, recorded_groups
+    from core.train.heldout import heldout_prompts
+    from core.train.loop import holdout_split
+
+    sizes = {"answers": 7, "answers-broad": 8}
+    path = tmp_path / "f.safetensors"
+    save_file({"offsets": torch.zeros(17, dtype=torch.int64)}, str(path), metadata={"answer_counts": json.dumps(sizes)})
+    groups = recorded_groups(path, 17)  # 15 answers, then 2 teacher-forced conversations
+    assert groups == [7, 8, 2]
+    data = FeatureSet(ids=torch.zeros(0), loss_mask=torch.zeros(0), hidden=torch.zeros(0), offsets=torch.zeros(18),
+                      groups=tuple(groups))
+    holdout, train_idx = holdout_split(data, TrainConfig(ffn="moe", holdout_every=5))
+    assert holdout == [0, 5, 7, 12, 15] and sorted(holdout + train_idx) == list(range(17))
+    names = [f"{folder} {i}" for folder, n in sizes.items() for i in range(n)]
+    expected = [names[i] for i in holdout if i < 15]
+    assert [p.prompt for p in heldout_prompts(_answer_folders(tmp_path, sizes), every=5)] == expected
+    (tmp_path / "grown").mkdir()
+    grown = _answer_folders(tmp_path / "grown", {"answers": 12, "answers-broad": 8})
+    assert [p.prompt for p in heldout_prompts(grown, every=5) if p.prompt in names] == expected
+    glob = holdout_split(data, TrainConfig.from_saved({"ffn": "moe", "holdout_every": 5}))[0]
+    assert glob == [0, 5, 10, 15]  # a checkpoint saved before the scheme existed held out globally
+    with pytest.raises(ValueError, match="metadata counts 15 answers but it holds 9"):
+        recorded_groups(path, 9)
 
 
 def test_answers_resume_after_a_kill_mid_line(tiny_target, tmp_path):
@@ -211,9 +244,9 @@ def test_heldout_prompts_keep_the_training_indexing_after_more_answers(tmp_path)
 
     dirs = _answer_folders(tmp_path, {"answers": 9, "answers-broad": 8})  # "answers" had 7 at recording time
     counts = {"answers": 7, "answers-broad": 8}
-    assert [p.prompt for p in heldout_prompts(dirs, every=5, counts=counts)] == [
+    assert [p.prompt for p in heldout_prompts(dirs, every=5, counts=counts, per_folder=False)] == [
         "answers 0", "answers 5", "answers-broad 3"]
-    shifted = [p.prompt for p in heldout_prompts(dirs, every=5)]  # without counts, the appended answers count
+    shifted = [p.prompt for p in heldout_prompts(dirs, every=5, per_folder=False)]  # the appended answers count
     assert shifted == ["answers 0", "answers 5", "answers-broad 1", "answers-broad 6"]
 
 
@@ -226,7 +259,8 @@ def test_bad_counts_are_refused_clearly(text):
 
 
 def test_features_record_the_answers_they_came_from(tiny_target, tmp_path):
-    from core.train.heldout import parse_counts, recorded_counts
+    from core.train.data import recorded_counts
+    from core.train.heldout import parse_counts
 
     assert parse_counts("answers=2368, answers-broad=1440") == {"answers": 2368, "answers-broad": 1440}
     with pytest.raises(ValueError, match="does not exist"):

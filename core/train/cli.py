@@ -44,6 +44,8 @@ def add_parser(subparsers) -> None:
     ev.add_argument("--drafter", nargs="+", required=True, help="jakiro, eagle or drafter folders")
     ev.add_argument("--answers", type=Path, nargs="+", default=[answers_dir, data_dir / "answers-broad"])
     ev.add_argument("--every", type=int, default=50, help="the training loop's holdout_every")
+    ev.add_argument("--holdout-scheme", default="per-folder", choices=["per-folder", "global"],
+                    help="the training run's holdout_scheme (releases 1-3: global)")
     ev.add_argument("--limit", type=int, default=30)
     ev.add_argument("--folder", default=None, help="only held-out prompts from this answer folder (e.g. answers-broad)")
     ev.add_argument("--features", type=Path, default=None,
@@ -61,12 +63,14 @@ def add_parser(subparsers) -> None:
     fit.add_argument("--run", type=Path, required=True, help="checkpoint folder (resumes when it exists)")
     fit.add_argument("--export", type=Path, default=None, help="copy the final drafter here (e.g. assets/drafters/jakiro)")
     fit.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
-    from core.train.loop import TrainConfig
+    from core.train.loop import HOLDOUT_SCHEMES, TrainConfig
 
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "ffn":
             fit.add_argument(flag, required=True, choices=["dense", "moe"])
+        elif f.name == "holdout_scheme":
+            fit.add_argument(flag, default=f.default, choices=list(HOLDOUT_SCHEMES))
         else:
             fit.add_argument(flag, type=type(f.default), default=f.default)
     fit.set_defaults(func=cmd_fit)
@@ -109,7 +113,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from core.engine import SpecDecoder
     from core.registry import build_proposer
     from core.target import TargetModel
-    from core.train.heldout import heldout_prompts, heldout_tau, parse_counts, recorded_counts
+    from core.train.data import recorded_counts
+    from core.train.heldout import heldout_prompts, heldout_tau, parse_counts
 
     counts = recorded_counts(args.features) if args.features else None
     if args.features and counts is None:
@@ -118,7 +123,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.counts:  # overrides what the features file says
         counts = parse_counts(args.counts)
     target = TargetModel.load(args.target, args.dtype)
-    prompts = heldout_prompts(args.answers, args.every, args.limit, args.folder, counts)
+    prompts = heldout_prompts(args.answers, args.every, args.limit, args.folder, counts,
+                              per_folder=args.holdout_scheme == "per-folder")
     if not prompts:
         raise ValueError(f"no held-out prompts in {[str(a) for a in args.answers]}")
     results = {}

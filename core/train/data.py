@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from core.target import TargetModel
@@ -38,6 +39,7 @@ class FeatureSet:
     loss_mask: torch.Tensor  # [T] bool
     hidden: torch.Tensor  # [T, H] bfloat16, target's last hidden state at each token
     offsets: torch.Tensor  # [S + 1] int64, sequence s spans offsets[s]:offsets[s+1]
+    groups: tuple[int, ...] = ()  # sequences per recorded group (each answer folder, then the rest), in order
 
     def __len__(self) -> int:
         return self.offsets.numel() - 1
@@ -145,13 +147,35 @@ def record_features(target: TargetModel, sequences: list[Sequence], path: Path, 
 
 def load_features(paths: list[Path]) -> FeatureSet:
     parts = [load_file(str(p)) for p in paths]
-    offsets, base = [torch.zeros(1, dtype=torch.int64)], 0
-    for part in parts:
+    offsets, base, groups = [torch.zeros(1, dtype=torch.int64)], 0, []
+    for path, part in zip(paths, parts):
         offsets.append(part["offsets"][1:] + base)
         base += int(part["offsets"][-1])
+        groups += recorded_groups(path, part["offsets"].numel() - 1)
     return FeatureSet(
         ids=torch.cat([p["ids"] for p in parts]),
         loss_mask=torch.cat([p["loss_mask"] for p in parts]),
         hidden=torch.cat([p["hidden"] for p in parts]),
         offsets=torch.cat(offsets),
+        groups=tuple(groups),
     )
+
+
+def recorded_counts(features: Path) -> dict[str, int] | None:
+    """Answers per folder that a features file was recorded from, in recording order (``None`` for files
+    recorded before this was stored)."""
+    if not Path(features).is_file():
+        raise ValueError(f"features file {features} does not exist")
+    with safe_open(str(features), framework="pt") as fh:
+        text = (fh.metadata() or {}).get("answer_counts")
+    return {str(k): int(v) for k, v in json.loads(text).items()} if text else None
+
+
+def recorded_groups(path: Path, sequences: int) -> list[int]:
+    """Sequences per answer folder a features file was recorded from, then the rest (teacher-forced text); a
+    file recorded before the folders were stored is one group."""
+    sizes = list((recorded_counts(path) or {}).values())
+    if sum(sizes) > sequences:
+        raise ValueError(f"{path}: its metadata counts {sum(sizes)} answers but it holds {sequences} sequences")
+    rest = sequences - sum(sizes)
+    return [n for n in sizes if n] + ([rest] if rest else [])

@@ -1,16 +1,15 @@
 """tau of a drafter on the held-out slice of the training prompts (never the benchmark).
 
-The training loop holds out every n-th training sequence (``TrainConfig.holdout_every``); the same
-prompts, answered by the engine with the drafter, show whether teacher-forced accuracy turns into
-accepted tokens when the drafter runs on its own predictions.
+The training loop holds out every n-th training sequence (``TrainConfig.holdout_every``), counted within
+each answer folder or, for releases 1-3, over all of them (``holdout_scheme``); the same prompts, answered
+by the engine with the drafter, show whether teacher-forced accuracy turns into accepted tokens when the
+drafter runs on its own predictions.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-from safetensors import safe_open
 
 from core.config import EngineConfig, FallbackConfig, TreeConfig
 from core.engine import SpecDecoder
@@ -25,9 +24,11 @@ class HeldOutPrompt:
 
 
 def heldout_prompts(answer_dirs: list[Path], every: int = 50, limit: int | None = None,
-                    folder: str | None = None, counts: dict[str, int] | None = None) -> list[HeldOutPrompt]:
-    """Every ``every``-th answered prompt, counted over all folders in the order the feature recorder reads
-    them (so these are the sequences training held out); optionally only those from the folder named ``folder``.
+                    folder: str | None = None, counts: dict[str, int] | None = None,
+                    per_folder: bool = True) -> list[HeldOutPrompt]:
+    """Every ``every``-th answered prompt, counted within each folder (``per_folder``) or over all folders in
+    the order the feature recorder reads them (so these are the sequences training held out); optionally only
+    those from the folder named ``folder``.
 
     ``counts`` (folder name -> answers it held when the features were recorded, see ``recorded_counts``) keeps
     the indexing that of the training run after more answers were appended; without it every answer counts.
@@ -36,6 +37,7 @@ def heldout_prompts(answer_dirs: list[Path], every: int = 50, limit: int | None 
     index = 0
     for directory in answer_dirs:
         seen = 0
+        index = 0 if per_folder else index
         for shard in sorted(directory.glob("shard-*.jsonl")) if directory.is_dir() else []:
             for line in shard.open():
                 if counts is not None and seen >= counts.get(directory.name, 0):
@@ -58,16 +60,6 @@ def parse_counts(text: str) -> dict[str, int]:
             raise ValueError(f"--counts: {part.strip()!r} is not FOLDER=N (e.g. answers=2368,answers-broad=1440)")
         counts[name] = int(number)
     return counts
-
-
-def recorded_counts(features: Path) -> dict[str, int] | None:
-    """Answers per folder that a features file was recorded from (``None`` for files recorded before this was
-    stored)."""
-    if not Path(features).is_file():
-        raise ValueError(f"features file {features} does not exist")
-    with safe_open(str(features), framework="pt") as fh:
-        text = (fh.metadata() or {}).get("answer_counts")
-    return {str(k): int(v) for k, v in json.loads(text).items()} if text else None
 
 
 def heldout_tau(decoder: SpecDecoder, prompts: list[HeldOutPrompt], tree: TreeConfig,

@@ -27,6 +27,9 @@ from core.train.losses import LossParts, drafter_loss
 from core.train.unroll import StackedKV, shift_predictions, unroll_mask
 
 
+HOLDOUT_SCHEMES = ("per-folder", "global")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     ffn: str  # "dense" (EAGLE-2) or "moe" (Jakiro)
@@ -45,6 +48,9 @@ class TrainConfig:
     w_reg: float = 1.0
     w_ce: float = 0.1
     holdout_every: int = 50  # every n-th sequence is held out for evaluation
+    # "per-folder": every n-th answer counted within each answer folder, so appending answers keeps the held-out
+    # prompts; "global": counted over all sequences in order (releases 1-3 were trained so)
+    holdout_scheme: str = "per-folder"
     checkpoint_every: int = 100
     seed: int = 0
 
@@ -55,6 +61,13 @@ class TrainConfig:
             raise ConfigError("epochs and lr must be positive and batch_tokens >= 64")
         if not 1 <= self.unroll <= 8:
             raise ConfigError(f"unroll must be between 1 and 8 passes, got {self.unroll}")
+        if self.holdout_scheme not in HOLDOUT_SCHEMES:
+            raise ConfigError(f"holdout_scheme must be one of {HOLDOUT_SCHEMES}, got {self.holdout_scheme!r}")
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "TrainConfig":
+        """The config a checkpoint was trained with; checkpoints from before ``holdout_scheme`` held out globally."""
+        return cls(**{"holdout_scheme": "global", **saved})
 
 
 def draft_vocabulary(data: FeatureSet, size: int, always: frozenset[int]) -> torch.Tensor:
@@ -162,6 +175,14 @@ def _save_checkpoint(run: Path, drafter: Drafter, optimizer, state: dict, cfg: T
         os.replace(partial / name, run / name)
 
 
+def _check_same_holdout(run: Path, cfg: TrainConfig) -> None:
+    """A resumed run must hold out what it held out before, or it would train on its own evaluation set."""
+    saved = TrainConfig.from_saved(json.loads((run / "drafter.json").read_text())["train_config"])
+    if (saved.holdout_scheme, saved.holdout_every) != (cfg.holdout_scheme, cfg.holdout_every):
+        raise ConfigError(f"{run} was trained with --holdout-scheme {saved.holdout_scheme} --holdout-every "
+                          f"{saved.holdout_every}; resume it with the same, or train a new run")
+
+
 def _load_optimizer(run: Path, drafter: Drafter, optimizer) -> None:
     tensors = load_file(str(run / "optimizer.safetensors"))
     for name, p in drafter.named_parameters():
@@ -196,10 +217,21 @@ def _mean(parts: list[LossParts], value) -> float | None:
     return sum(value(p) * p.positions for p in parts) / n if n else None
 
 
-def split_holdout(sequences: int, every: int) -> tuple[list[int], list[int]]:
-    """(held-out, training) sequence indices: every ``every``-th sequence is held out."""
-    indices = range(sequences)
-    return [i for i in indices if i % every == 0], [i for i in indices if i % every != 0]
+def split_holdout(groups: list[int], every: int) -> tuple[list[int], list[int]]:
+    """(held-out, training) sequence indices: the sequences come in consecutive groups of the given sizes, and
+    every ``every``-th sequence of each group is held out, counting from each group's first."""
+    holdout, train_idx, start = [], [], 0
+    for size in groups:
+        for k in range(size):
+            (holdout if k % every == 0 else train_idx).append(start + k)
+        start += size
+    return holdout, train_idx
+
+
+def holdout_split(data: FeatureSet, cfg: TrainConfig) -> tuple[list[int], list[int]]:
+    """The (held-out, training) split of ``data`` under ``cfg``'s holdout scheme."""
+    groups = list(data.groups) if cfg.holdout_scheme == "per-folder" else [len(data)]
+    return split_holdout(groups, cfg.holdout_every)
 
 
 def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, max_minutes: float | None = None) -> dict:
@@ -207,9 +239,10 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
     accelerator = Accelerator(cpu=target.device.type == "cpu", mixed_precision="bf16")
     torch.manual_seed(cfg.seed)
     lengths = [int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))]
-    holdout, train_idx = split_holdout(len(data), cfg.holdout_every)
+    holdout, train_idx = holdout_split(data, cfg)
     resume = (run / "state.json").is_file()
     if resume:
+        _check_same_holdout(run, cfg)
         drafter = load_drafter(run, target.fingerprint(), target.vocab_size)
         state = json.loads((run / "state.json").read_text())
     else:
