@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.config import EngineConfig, SamplingConfig, TreeConfig
+from core.config import LOOKUP_TOKENS, EngineConfig, SamplingConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.registry import build_proposer
 from core.target import TargetModel
@@ -72,6 +72,7 @@ class Settings:
     schedule: str = "hybrid"  # for MoE drafters; single-head drafters always use "standard"
     decoupled: bool = False  # MoE drafters only
     adaptive: bool = True  # verify only the nodes that pay on this machine (total_tokens is the cap)
+    lookup: int = LOOKUP_TOKENS  # greedy only: tokens copied from earlier in the context into the tree; 0 = off
     seed: int = 0
 
 
@@ -86,7 +87,7 @@ def engine_config(settings: Settings, moe: bool) -> EngineConfig:
         tree=TreeConfig(
             top_k=settings.tree_top_k, depth=settings.depth, total_tokens=settings.total_tokens,
             schedule=settings.schedule if moe else "standard", decoupled=settings.decoupled and moe,
-            adaptive=settings.adaptive,
+            adaptive=settings.adaptive, lookup=settings.lookup,
         ),
         sampling=SamplingConfig(temperature=settings.temperature, top_p=settings.top_p),
         max_new_tokens=settings.max_new_tokens,

@@ -105,6 +105,9 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                                              label="Total tokens (most nodes verified per cycle)")
                     adaptive = gr.Checkbox(value=DEFAULTS.adaptive, label="Adaptive tree size (verify only the "
                                            "nodes whose draft confidence pays for their measured cost here)")
+                    lookup = gr.Slider(0, 16, value=DEFAULTS.lookup, step=1,
+                                       label="Context lookup (greedy only: also verify up to this many tokens that "
+                                             "followed the last words earlier in the prompt or answer; 0 = off)")
                     schedule = gr.Radio(["hybrid", "standard"], value=DEFAULTS.schedule,
                                         label="Jakiro schedule (hybrid: last layer from the contrastive head)")
                     decoupled = gr.Checkbox(value=DEFAULTS.decoupled,
@@ -169,7 +172,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
         stats_outputs = [acc_depth, acc_hist, usage, expert_acc, diversity, share, confidence]
 
         def generate(prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
-                     decoupled, seed, session, adaptive=DEFAULTS.adaptive):
+                     decoupled, seed, session, adaptive=DEFAULTS.adaptive, lookup=DEFAULTS.lookup):
             """Run Jakiro, EAGLE-2 and plain decoding on one prompt; stream tokens and counters."""
             fresh = Session(folder=session.folder if session else None)
             try:
@@ -177,6 +180,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     max_new_tokens=_as_int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
                     tree_top_k=_as_int(tree_top_k), depth=_as_int(depth), total_tokens=_as_int(total_tokens),
                     schedule=str(schedule), decoupled=bool(decoupled), adaptive=bool(adaptive), seed=_as_int(seed),
+                    lookup=_as_int(lookup),
                 )
                 for running in run_all(engines, prompt, settings, fresh):
                     yield _outputs(fresh, names, device, running, f"Running **{style.method_label(running)}**…")
@@ -248,7 +252,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     note, loaded)
 
         settings_inputs = [prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
-                           decoupled, seed, session, adaptive]
+                           decoupled, seed, session, adaptive, lookup]
         gen = run.click(
             generate, settings_inputs, [*text_boxes, counters, summary_json, status, session],
             api_name="generate", concurrency_limit=1, concurrency_id="model", show_progress="minimal",

@@ -32,7 +32,7 @@ from typing import Any, Protocol, Sequence
 import torch
 from tqdm import tqdm
 
-from core.config import EngineConfig, to_dict
+from core.config import LOOKUP_TOKENS, EngineConfig, to_dict
 from core.engine import SpecDecoder
 from core.registry import build_proposer
 from core.target import TargetModel
@@ -41,7 +41,8 @@ from core.trace import summarize
 ENGINE_METHODS = ("jakiro", "eagle", "none")
 TREE_VARIANTS = ("fixed", "adaptive")  # tree size
 SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
-VARIANTS = TREE_VARIANTS + SCHEDULE_VARIANTS
+LOOKUP_VARIANTS = ("lookup", "nolookup")  # context lookup grafted into the tree (greedy only), or not
+VARIANTS = TREE_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
 BASELINE = "none"
@@ -187,7 +188,7 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
     for variant in variants:
         if variant not in VARIANTS:
             raise ValueError(f"{spec!r}: each variant after @ (joined by +) must be one of {', '.join(VARIANTS)}")
-    for group in (TREE_VARIANTS, SCHEDULE_VARIANTS):
+    for group in (TREE_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS):
         if len([v for v in variants if v in group]) > 1:
             raise ValueError(f"{spec!r}: at most one of {', '.join(group)}")
     return base, variants
@@ -201,11 +202,13 @@ def method_name(spec: str) -> str:
 
 
 def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> EngineConfig:
-    """``cfg`` with the tree size and schedule the variants name (a dense drafter has no schedule to set)."""
+    """``cfg`` with the tree size, schedule and lookup the variants name (a dense drafter has no schedule to set)."""
     tree = cfg.tree
     for variant in variants:
         if variant in TREE_VARIANTS:
             tree = replace(tree, adaptive=variant == "adaptive")
+        elif variant in LOOKUP_VARIANTS:
+            tree = replace(tree, lookup=(tree.lookup or LOOKUP_TOKENS) if variant == "lookup" else 0)
         elif not moe:
             raise ValueError(f"@{variant}: only a MoE (Jakiro) drafter has a contrastive head to schedule")
         else:

@@ -8,7 +8,7 @@ import time
 from typing import Sequence
 
 from core.bench import add_parser as add_bench_parser
-from core.config import ConfigError, EngineConfig, FallbackConfig, SamplingConfig, TreeConfig
+from core.config import LOOKUP_TOKENS, ConfigError, EngineConfig, FallbackConfig, SamplingConfig, TreeConfig
 from core.drafter import DrafterMismatchError
 from core.models import DEFAULT_TARGET, ModelSourceError
 from core.target import PromptError
@@ -43,6 +43,10 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoupled", action="store_true", help="siblings from the union of the experts' proposals")
     p.add_argument("--tree-size", choices=["adaptive", "fixed"], default="adaptive",
                    help="adaptive: verify only the nodes that pay on this machine (--total-tokens is the cap)")
+    p.add_argument("--lookup", type=int, default=LOOKUP_TOKENS,
+                   help="greedy only: also verify up to N tokens that followed the last n-gram earlier in the "
+                        "context (prompt lookup inside the draft tree); 0 = off")
+    p.add_argument("--lookup-ngram", type=int, default=d.lookup_ngram, help="longest n-gram the lookup matches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-fallback", action="store_true",
                    help="always speculate (by default the engine decodes plainly while speculation does not pay)")
@@ -52,7 +56,8 @@ def engine_config(args: argparse.Namespace, moe: bool) -> EngineConfig:
     schedule = args.schedule if args.schedule != "auto" else ("hybrid" if moe and args.depth >= 2 else "standard")
     return EngineConfig(
         tree=TreeConfig(top_k=args.tree_top_k, depth=args.depth, total_tokens=args.total_tokens,
-                        schedule=schedule, decoupled=args.decoupled, adaptive=args.tree_size == "adaptive"),
+                        schedule=schedule, decoupled=args.decoupled, adaptive=args.tree_size == "adaptive",
+                        lookup=args.lookup, lookup_ngram=args.lookup_ngram),
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,

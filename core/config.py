@@ -30,6 +30,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+LOOKUP_TOKENS = 10  # context-lookup chain length where the CLI, app and bench turn lookup on
+
+
 @dataclass(frozen=True)
 class TreeConfig:
     """Shape of the EAGLE-2 dynamic draft tree.
@@ -43,6 +46,10 @@ class TreeConfig:
     adaptive: verify, of the total_tokens best nodes, only as many as pay on this machine: the
         drafter's path probabilities (calibrated on what was accepted) against the measured cost of
         verifying each extra node (see core.sizing); total_tokens is then the cap.
+    lookup: at greedy decoding, also graft up to this many tokens that followed the context's last
+        n-gram earlier in the prompt or answer (prompt lookup inside the tree, see core.lookup); 0 = off.
+        These nodes come on top of total_tokens and may reach below ``depth``.
+    lookup_ngram: the longest n-gram matched for the lookup (shorter ones down to 1 are tried next).
     """
 
     top_k: int = 4
@@ -51,6 +58,13 @@ class TreeConfig:
     schedule: Schedule = "standard"
     decoupled: bool = False
     adaptive: bool = False
+    lookup: int = 0
+    lookup_ngram: int = 3
+
+    @property
+    def max_depth(self) -> int:
+        """The deepest a node of one cycle's tree can be (drafted or looked up)."""
+        return max(self.depth, self.lookup)
 
     def __post_init__(self) -> None:
         _require(_is_int(self.top_k) and 1 <= self.top_k <= 64, f"tree top_k must be an integer in 1..64, got {self.top_k!r}")
@@ -59,6 +73,9 @@ class TreeConfig:
             _is_int(self.total_tokens) and 1 <= self.total_tokens <= MAX_TREE_NODES,
             f"tree total_tokens must be an integer in 1..{MAX_TREE_NODES}, got {self.total_tokens!r}",
         )
+        _require(_is_int(self.lookup) and 0 <= self.lookup <= 32, f"tree lookup must be an integer in 0..32, got {self.lookup!r}")
+        _require(_is_int(self.lookup_ngram) and 1 <= self.lookup_ngram <= 8,
+                 f"tree lookup_ngram must be an integer in 1..8, got {self.lookup_ngram!r}")
         _require(self.schedule in ("standard", "hybrid"), f"tree schedule must be 'standard' or 'hybrid', got {self.schedule!r}")
         _require(
             self.schedule != "hybrid" or self.depth >= 2,

@@ -16,6 +16,7 @@ import torch
 from core.config import EngineConfig, FallbackConfig, to_dict
 from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
+from core.lookup import LOOKUP_BRANCH, continuation, graft
 from core.policy import FallbackState, decide, record_step
 from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost, path_probs, prune_floor
 from core.target import PromptError, TargetModel
@@ -36,6 +37,7 @@ class _State:
     forwards: int
     fallback: FallbackState
     calibration: Calibration = field(default_factory=Calibration)  # adaptive tree size only
+    prompt_ids: list[int] = field(default_factory=list)  # the context lookup searches, with ``generated``
 
 
 class SpecDecoder:
@@ -92,7 +94,7 @@ class SpecDecoder:
             self.proposer.reset(prompt_ids)
         state = _State(
             cache=cache, root_pos=n, features=out.hidden, next_tokens=torch.tensor(prompt_ids[1:] + [first]),
-            generated=[], forwards=1, fallback=FallbackState(),
+            generated=[], forwards=1, fallback=FallbackState(), prompt_ids=list(prompt_ids),
         )
         emitted = self._emit(state, [first], cfg)
         ms = (self._clock() - t0) * 1e3
@@ -111,6 +113,10 @@ class SpecDecoder:
             predicted = 0.0
             if cfg.tree.adaptive:
                 proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
+            if cfg.tree.lookup and cfg.sampling.temperature == 0:
+                chain = continuation(torch.tensor(state.prompt_ids + state.generated), cfg.tree.lookup,
+                                     cfg.tree.lookup_ngram)
+                proposal = replace(proposal, tree=graft(proposal.tree, chain)[0])
             vtree = kept_subtree(proposal.tree)
         else:
             vtree = _root_only(int(state.next_tokens[-1]))
@@ -122,8 +128,9 @@ class SpecDecoder:
         t2 = self._clock()
         # 3. Commit: keep the accepted nodes' KV, emit their tokens and the bonus token.
         accepted = torch.tensor(result.accepted)
-        if proposal is not None and cfg.tree.adaptive:
-            state.calibration.update(predicted, len(result.accepted) - 1)
+        if proposal is not None and cfg.tree.adaptive:  # calibrate on the drafter's own nodes only
+            drafted = [n for n in result.accepted[1:] if proposal.tree.branches[int(vtree.nodes[n])] != LOOKUP_BRANCH]
+            state.calibration.update(predicted, len(drafted))
         keep_accepted(state.cache, state.root_pos, accepted)
         new_tokens = vtree.tokens[accepted[1:]].tolist() + [result.bonus_token]
         verified = out.hidden[accepted.to(out.hidden.device)]  # [len(accepted), H]
@@ -208,7 +215,7 @@ class SpecDecoder:
             return "stop_token"
         if len(state.generated) >= cfg.max_new_tokens:
             return "max_new_tokens"
-        if state.root_pos + cfg.tree.depth + 2 > self.target.max_context:
+        if state.root_pos + cfg.tree.max_depth + 2 > self.target.max_context:
             return "context"
         return ""
 

@@ -168,8 +168,8 @@ class Summary:
 
 def node_source(branch: str, expert: int) -> str:
     """Provenance label of a drafted node (the UI colours tokens by it)."""
-    if branch == "contrastive":
-        return "contrastive"
+    if branch in ("contrastive", "lookup"):
+        return branch
     if expert >= 0:
         return f"expert {expert}"
     return "draft"

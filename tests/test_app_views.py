@@ -214,7 +214,8 @@ def test_sibling_stats_and_routing_confidence(session):
         assert sum(v for k, v in row.items() if k.startswith("share ")) == pytest.approx(1.0)
     assert "share contrastive" in by_depth[SETTINGS.depth]  # hybrid schedule: the last layer is contrastive
     rows = stats.routing_confidence(session.traces["jakiro"])
-    kept = sum(1 for s in text.spec_steps(session.traces["jakiro"]) for n in s["nodes"] if n["kept"] and n["parent"] >= 0)
+    kept = sum(1 for s in text.spec_steps(session.traces["jakiro"]) for n in s["nodes"]
+               if n["kept"] and n["parent"] >= 0 and n["branch"] != "lookup")  # looked-up nodes have no gate
     assert sum(r["nodes"] for r in rows) == kept
     assert stats.routing_confidence(session.traces["eagle"]) == [
         {**r, "nodes": 0, "acceptance": 0.0} for r in stats.routing_confidence(session.traces["eagle"])

@@ -62,6 +62,8 @@ def legend_for(records: list[Record] | None, name: str) -> dict[str, str]:
         keys = ["expert 0", "expert 1", "contrastive", "bonus", "target"]
     else:
         keys = ["draft", "bonus", "target"]
+    if any(token["source"] == "lookup" for step in steps_of(records or []) for token in step["emitted"]):
+        keys.insert(-2, "lookup")
     return {k: SOURCE_COLORS[k] for k in keys}
 
 

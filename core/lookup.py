@@ -1,0 +1,75 @@
+"""Context lookup: the tokens that followed the current n-gram earlier in the context, grafted into the draft tree.
+
+Prompt-lookup decoding guesses that text repeats: when the last n tokens (the root included) occurred
+before in the prompt or the answer so far, the tokens that followed them then are a cheap draft now.
+``continuation`` finds that chain; ``graft`` adds it to the drafter's tree below the root, sharing the
+nodes the drafter already proposed for the same tokens, so the target verifies both in one forward.
+
+The grafted nodes have no draft distribution, so they are offered at greedy decoding only (the engine
+skips them when sampling); greedy verification accepts a path only where every token is the target's
+argmax, so the output stays the target's own.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from core.tree import DraftTree
+
+LOOKUP_BRANCH = "lookup"
+
+
+def continuation(context: torch.Tensor, length: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
+    """Up to ``length`` tokens that followed the most recent earlier occurrence of the context's last n-gram.
+
+    context: [L] int64 token ids, ending with the root. Longer n-grams are tried first (n = max_ngram down to
+    min_ngram); an occurrence counts only if at least one token follows it before the context's own end.
+    """
+    n_tokens = context.numel()
+    for n in range(min(max_ngram, n_tokens - 1), min_ngram - 1, -1):
+        windows = context[: n_tokens - 1].unfold(0, n, 1)  # [L - n, n]: every n-gram that has a successor
+        hits = (windows == context[n_tokens - n:]).all(dim=1).nonzero().flatten()  # [h] start of each match
+        if hits.numel():
+            start = int(hits[-1]) + n
+            return context[start: start + length].tolist()
+    return []
+
+
+def graft(tree: DraftTree, chain: list[int]) -> tuple[DraftTree, int]:
+    """``tree`` with ``chain`` kept as a path below the root: a token a kept drafted node already proposes at
+    that place reuses the node; the rest become new ``lookup`` nodes. Returns the tree and the nodes added."""
+    children: dict[int, dict[int, int]] = {}  # kept node -> its kept children by token
+    kept = tree.kept.nonzero().flatten().tolist()
+    for node in kept[1:]:
+        children.setdefault(int(tree.parents[node]), {})[int(tree.tokens[node])] = node
+    node, new_parents, new_tokens, new_depths, new_scores = 0, [], [], [], []
+    for token in chain:
+        shared = children.get(node, {}).get(token)
+        if shared is not None:
+            node = shared
+            continue
+        index = tree.size + len(new_tokens)
+        parent_depth = int(tree.depths[node]) if node < tree.size else new_depths[node - tree.size]
+        parent_score = float(tree.scores[node]) if node < tree.size else new_scores[node - tree.size]
+        new_parents.append(node)
+        new_tokens.append(token)
+        new_depths.append(parent_depth + 1)
+        new_scores.append(parent_score)  # no draft probability of its own: a child never outscores its parent
+        children.setdefault(node, {})[token] = index
+        node = index
+    added = len(new_tokens)
+    if not added:
+        return tree, 0
+    return replace(
+        tree,
+        parents=torch.cat([tree.parents, torch.tensor(new_parents, dtype=torch.int64)]),
+        tokens=torch.cat([tree.tokens, torch.tensor(new_tokens, dtype=torch.int64)]),
+        depths=torch.cat([tree.depths, torch.tensor(new_depths, dtype=torch.int64)]),
+        logp=torch.cat([tree.logp, torch.zeros(added)]),
+        scores=torch.cat([tree.scores, torch.tensor(new_scores, dtype=tree.scores.dtype)]),
+        experts=torch.cat([tree.experts, torch.full((added,), -1, dtype=torch.int64)]),
+        routing=torch.cat([tree.routing, torch.zeros(added, tree.routing.shape[1])]),
+        branches=tree.branches + [LOOKUP_BRANCH] * added,
+        kept=torch.cat([tree.kept, torch.ones(added, dtype=torch.bool)]),
+    ), added

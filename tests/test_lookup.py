@@ -1,0 +1,83 @@
+"""Context lookup grafted into the draft tree: the chain it finds, the tree it builds, and losslessness."""
+import pytest
+import torch
+
+from core.config import EngineConfig, SamplingConfig, TreeConfig
+from core.engine import SpecDecoder
+from core.lookup import LOOKUP_BRANCH, continuation, graft
+from core.registry import attach, random_drafter
+from core.trace import summarize
+from core.tree import Layer, assemble, kept_subtree
+from tests.helpers import NO_FALLBACK
+
+PROMPTS = ["Repeat after me: the cat sat on the mat, the cat sat on the mat.", "What is 2+2?"]
+
+
+@pytest.mark.parametrize("context, length, ngram, expected", [
+    ([5, 6, 7, 8, 5, 6], 3, 3, [7, 8, 5]),  # "5 6" seen before: what followed it
+    ([1, 2, 9, 1, 2, 7, 1, 2], 2, 3, [7, 1]),  # the most recent occurrence wins
+    ([3, 1, 2, 4, 9, 1, 2], 2, 3, [4, 9]),  # "9 1 2" unseen, "1 2" seen
+    ([3, 1, 2, 4, 9, 1, 2], 2, 1, [4, 9]),  # 1-grams only: the earlier "2"
+    ([2, 8, 3, 2, 5], 2, 3, []),  # the last token "5" never occurred before
+    ([1, 2, 3, 4], 4, 3, []),  # nothing repeats
+    ([7], 4, 3, []),
+    ([4, 4, 4], 5, 2, [4]),  # a run: the overlapping match still has one successor
+])
+def test_continuation(context, length, ngram, expected):
+    assert continuation(torch.tensor(context), length, max_ngram=ngram) == expected
+
+
+def _layer(parents, tokens, logp):
+    n = len(tokens)
+    lp = torch.tensor(logp)
+    return Layer(parents=torch.tensor(parents), tokens=torch.tensor(tokens), logp=lp, scores=lp.clone(),
+                 experts=torch.zeros(n, dtype=torch.int64), routing=torch.zeros(n, 4), branch="moe")
+
+
+def test_graft_shares_the_drafted_prefix_and_appends_the_rest():
+    tree = assemble(10, [_layer([0, 0], [11, 12], [-0.1, -2.0]), _layer([1, 1], [13, 14], [-0.5, -0.7])], 3)
+    assert tree.kept.tolist() == [True, True, False, True, True]  # 12 is cut by the rerank
+    grafted, added = graft(tree, [11, 14, 15, 16])
+    assert added == 2
+    assert grafted.parents.tolist()[5:] == [4, 5] and grafted.tokens.tolist()[5:] == [15, 16]
+    assert grafted.depths.tolist()[5:] == [3, 4]
+    assert grafted.branches[5:] == [LOOKUP_BRANCH] * 2 and grafted.kept[5:].all()
+    assert grafted.scores[5] == grafted.scores[4]  # no probability of its own
+    vtree = kept_subtree(grafted)
+    assert vtree.tokens.tolist() == [10, 11, 13, 14, 15, 16]
+    # a chain through a cut node is not shared with it: the cut node stays unverified
+    via_cut, added = graft(tree, [12])
+    assert added == 1 and via_cut.parents[-1] == 0 and not via_cut.kept[2]
+    assert graft(tree, [11, 13]) == (tree, 0) and graft(tree, []) == (tree, 0)
+
+
+@pytest.mark.parametrize("ffn, tree", [
+    ("moe", TreeConfig(top_k=3, depth=3, total_tokens=10, schedule="hybrid", lookup=8)),
+    ("dense", TreeConfig(top_k=2, depth=2, total_tokens=4, lookup=10, lookup_ngram=2)),
+    ("moe", TreeConfig(top_k=4, depth=4, total_tokens=16, adaptive=True, lookup=6)),
+])
+def test_lookup_is_lossless_and_accepted(tiny_target, ffn, tree):
+    """Random targets repeat themselves, so looked-up chains get accepted; the output stays the plain one."""
+    decoder = SpecDecoder(tiny_target, attach(random_drafter(tiny_target, ffn, seed=5), tiny_target, ffn))
+    lookup_accepted = 0
+    for prompt in PROMPTS:
+        plain = summarize(SpecDecoder(tiny_target).generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=48)))
+        records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=48, tree=tree))
+        assert summarize(records).text_tokens == plain.text_tokens
+        lookup_accepted += sum(t["source"] == "lookup" for r in records if r["type"] == "step" for t in r["emitted"])
+    assert lookup_accepted > 0
+
+
+def test_lookup_is_off_when_sampling(tiny_target):
+    decoder = SpecDecoder(tiny_target, attach(random_drafter(tiny_target, "moe"), tiny_target, "moe"))
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=24, sampling=SamplingConfig(temperature=1.0),
+                       tree=TreeConfig(top_k=2, depth=2, total_tokens=4, lookup=8))
+    records = decoder.generate(PROMPTS[0], cfg)
+    nodes = [n for r in records if r["type"] == "step" for n in r.get("nodes", [])]
+    assert nodes and not any(n["branch"] == LOOKUP_BRANCH for n in nodes)
+
+
+@pytest.mark.parametrize("bad", [-1, 33, 1.5])
+def test_bad_lookup_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="lookup must be an integer in 0..32"):
+        TreeConfig(lookup=bad)
