@@ -46,3 +46,22 @@ def test_shipped_drafters_are_lossless(real_target, plain, drafter, schedule):
     # and trained: an untrained drafter's tau here is ~1.0 (release 2 here: jakiro 1.85, eagle 1.91)
     tau = sum(s.new_tokens for s in summaries) / sum(s.target_forwards for s in summaries)
     assert tau > 1.6, f"{drafter}: tau {tau:.2f}"
+
+
+def test_context_lookup_is_lossless_and_pays_on_copying(real_target):
+    """Asked to repeat a passage, the target copies it: looked-up chains are accepted, tau rises, output unchanged."""
+    prompt = ("Repeat this sentence exactly, word for word: The quick brown fox jumps over the lazy dog while the "
+              "old farmer watches from the porch of his red wooden house.")
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=40)
+    plain_tokens = summarize(SpecDecoder(real_target).generate(prompt, cfg, detail=False)).text_tokens
+    decoder = SpecDecoder(real_target, build_proposer("eagle", real_target))
+    taus = {}
+    for lookup in (0, 10):
+        records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=40,
+                                                        tree=TreeConfig(lookup=lookup)), detail=False)
+        summary = summarize(records)
+        assert summary.text_tokens == plain_tokens
+        taus[lookup] = summary.tau
+        copied = sum(t["source"] == "lookup" for r in records if r["type"] == "step" for t in r["emitted"])
+        assert (copied > 0) == (lookup > 0)
+    assert taus[10] > taus[0] + 1.0, taus  # measured: 1.7 -> 3.4
