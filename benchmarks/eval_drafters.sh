@@ -5,24 +5,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-2}"
 Q="${Q:-../shared/benchmarks/spec_bench_questions.jsonl}"
-TAG="${TAG:-v3}"
+TAG="${TAG:-v4}"
 MT=writing,roleplay,reasoning,math,coding,extraction,stem,humanities
 REST=translation,summarization,qa,math_reasoning,rag
 out="${OUT:-benchmarks/results}"; mkdir -p "$out"
 run() { .venv/bin/python -m core bench --prompts "$Q" --limit-per-category "$N" --max-new-tokens 128 "$@"; }
-# 1. MT-bench, greedy, bfloat16: both drafters with the adaptive (default) and the fixed tree, Jakiro without its
-#    contrastive last layer (@standard: one drafter forward more per cycle), plain decoding and HF's methods;
-#    fallback off, so these are the drafters' raw numbers
+# 1. MT-bench, greedy, bfloat16: both drafters as the engine runs them by default (adaptive tree, context lookup),
+#    without the lookup, and as pure drafters (fixed tree, no lookup: the drafters' own tau); Jakiro without its
+#    contrastive last layer (@standard: one drafter forward more per cycle); plain decoding and HF's methods;
+#    fallback off, so these are the raw numbers
 run --categories "$MT" --dtype bfloat16 --no-fallback \
-    --drafters jakiro,eagle,jakiro@standard,jakiro@fixed,eagle@fixed,jakiro@fixed+standard,none,hf-generate,hf-prompt-lookup \
+    --drafters jakiro,eagle,jakiro@nolookup,eagle@nolookup,jakiro@fixed+nolookup,eagle@fixed+nolookup,jakiro@fixed+standard+nolookup,none,hf-generate,hf-prompt-lookup \
     --json "$out/mtbench-bf16-$TAG.json" --markdown "$out/mtbench-bf16-$TAG.md"
 # 2. the other Spec-Bench categories (translation, summarization, QA, math reasoning, RAG)
 run --categories "$REST" --dtype bfloat16 --no-fallback \
-    --drafters jakiro,eagle,jakiro@fixed,eagle@fixed,none,hf-prompt-lookup \
+    --drafters jakiro,eagle,jakiro@nolookup,eagle@nolookup,jakiro@fixed+nolookup,eagle@fixed+nolookup,none,hf-prompt-lookup \
     --json "$out/specbench-rest-bf16-$TAG.json" --markdown "$out/specbench-rest-bf16-$TAG.md"
-# 3. temperature 1, fixed tree (tau)
+# 3. temperature 1, fixed tree (tau; the context lookup is greedy-only, so off here)
 run --categories "$MT" --dtype bfloat16 --no-fallback --tree-size fixed --temperature 1.0 --drafters jakiro,eagle,none \
     --json "$out/mtbench-bf16-t1-$TAG.json" --markdown "$out/mtbench-bf16-t1-$TAG.md"
-# 4. float32: lossless (greedy match 1.00)
+# 4. float32: lossless (greedy match 1.00), context lookup on
 N=1 run --categories "$MT" --dtype float32 --no-fallback --drafters jakiro,eagle,none \
     --json "$out/mtbench-fp32-$TAG.json" --markdown "$out/mtbench-fp32-$TAG.md"
