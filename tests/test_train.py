@@ -104,7 +104,7 @@ def features(tiny_target, tmp_path_factory):
 def test_features_match_a_direct_forward(tiny_target, features):
     ids, mask, hidden = features.sequence(3)
     with torch.inference_mode():
-        direct = tiny_target.decoder(input_ids=ids[None]).last_hidden_state[0]
+        direct = tiny_target.decoder(input_ids=ids[None].to(tiny_target.device)).last_hidden_state[0].cpu()
     assert torch.allclose(hidden.float(), direct, atol=2e-2, rtol=2e-2)
     assert int(mask.sum()) == 21
 

@@ -197,8 +197,9 @@ def evaluate(drafter: Drafter, embed, data: FeatureSet, holdout: list[int], cfg:
     distribution overlap at t+1 (``overlap``: acceptance of one sampled token at temperature 1), and top-1 at
     t+1 when reading the drafter's own previous prediction (``top1_unrolled``, a depth-2 node)."""
     drafter.eval()
+    device = next(drafter.parameters()).device
     lengths = [int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))]
-    runs = [step_loss(drafter, embed, *collate(data, b), cfg, train=False, passes=2)
+    runs = [step_loss(drafter, embed, *(t.to(device) for t in collate(data, b)), cfg, train=False, passes=2)
             for b in make_batches(lengths, holdout, cfg.batch_tokens, 0)]
     drafter.train()
     first, second = [r[0] for r in runs], [r[1] for r in runs]
