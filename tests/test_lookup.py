@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from app.views.text import legend_for
 from core.config import EngineConfig, SamplingConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.lookup import LOOKUP_BRANCH, continuation, graft
@@ -64,7 +65,9 @@ def test_lookup_is_lossless_and_accepted(tiny_target, ffn, tree):
         plain = summarize(SpecDecoder(tiny_target).generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=48)))
         records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=48, tree=tree))
         assert summarize(records).text_tokens == plain.text_tokens
-        lookup_accepted += sum(t["source"] == "lookup" for r in records if r["type"] == "step" for t in r["emitted"])
+        copied = sum(t["source"] == "lookup" for r in records if r["type"] == "step" for t in r["emitted"])
+        assert ("lookup" in legend_for(records, ffn)) == (copied > 0)  # the app's legend lists the colour when used
+        lookup_accepted += copied
     assert lookup_accepted > 0
 
 
