@@ -48,7 +48,7 @@ class TreeConfig:
         verifying each extra node (see core.sizing); total_tokens is then the cap.
     lookup: at greedy decoding, also graft up to this many tokens that followed the context's last
         n-gram earlier in the prompt or answer (prompt lookup inside the tree, see core.lookup); 0 = off.
-        These nodes come on top of total_tokens and may reach below ``depth``.
+        These nodes come on top of total_tokens and may reach below ``depth`` (never past the context).
     lookup_ngram: the longest n-gram matched for the lookup (shorter ones down to 1 are tried next).
     """
 
@@ -60,11 +60,6 @@ class TreeConfig:
     adaptive: bool = False
     lookup: int = 0
     lookup_ngram: int = 3
-
-    @property
-    def max_depth(self) -> int:
-        """The deepest a node of one cycle's tree can be (drafted or looked up)."""
-        return max(self.depth, self.lookup)
 
     def __post_init__(self) -> None:
         _require(_is_int(self.top_k) and 1 <= self.top_k <= 64, f"tree top_k must be an integer in 1..64, got {self.top_k!r}")

@@ -114,7 +114,8 @@ class SpecDecoder:
             if cfg.tree.adaptive:
                 proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
             if cfg.tree.lookup and cfg.sampling.temperature == 0:
-                chain = continuation(torch.tensor(state.prompt_ids + state.generated), cfg.tree.lookup,
+                room = self.target.max_context - 2 - state.root_pos  # as deep as a drafted node may go here
+                chain = continuation(torch.tensor(state.prompt_ids + state.generated), min(cfg.tree.lookup, room),
                                      cfg.tree.lookup_ngram)
                 proposal = replace(proposal, tree=graft(proposal.tree, chain)[0])
             vtree = kept_subtree(proposal.tree)
@@ -199,8 +200,11 @@ class SpecDecoder:
                 sources.append((node_source(tree.branches[cand], int(tree.experts[cand])), cand))
         sources.append(("bonus" if vtree is not None and vtree.size > 1 else "target", -1))
         emitted = []
+        # plain decoding stops once the root is this close to the end of the context; a cycle that accepted past
+        # that point emits no more than plain decoding would have
+        budget = min(cfg.max_new_tokens, self.target.max_context - cfg.tree.depth - len(state.prompt_ids))
         for token, (source, node) in zip(tokens, sources):
-            if len(state.generated) >= cfg.max_new_tokens:
+            if len(state.generated) >= budget:
                 break
             state.generated.append(token)
             emitted.append(EmittedToken(token_id=token, text="", source=source, node=node))
@@ -215,7 +219,7 @@ class SpecDecoder:
             return "stop_token"
         if len(state.generated) >= cfg.max_new_tokens:
             return "max_new_tokens"
-        if state.root_pos + cfg.tree.max_depth + 2 > self.target.max_context:
+        if state.root_pos + cfg.tree.depth + 2 > self.target.max_context:
             return "context"
         return ""
 

@@ -21,17 +21,19 @@ LOOKUP_BRANCH = "lookup"
 
 
 def continuation(context: torch.Tensor, length: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
-    """Up to ``length`` tokens that followed the most recent earlier occurrence of the context's last n-gram.
+    """Up to ``length`` tokens that followed an earlier occurrence of the context's last n-gram.
 
     context: [L] int64 token ids, ending with the root. Longer n-grams are tried first (n = max_ngram down to
-    min_ngram); an occurrence counts only if at least one token follows it before the context's own end.
+    min_ngram). Of the occurrences, the most recent one followed by ``length`` tokens wins (recent text is the
+    likelier to repeat); where none is, the earliest, which is followed by the most.
     """
     n_tokens = context.numel()
     for n in range(min(max_ngram, n_tokens - 1), min_ngram - 1, -1):
         windows = context[: n_tokens - 1].unfold(0, n, 1)  # [L - n, n]: every n-gram that has a successor
-        hits = (windows == context[n_tokens - n:]).all(dim=1).nonzero().flatten()  # [h] start of each match
+        hits = (windows == context[n_tokens - n:]).all(dim=1).nonzero().flatten() + n  # [h] where each is followed
         if hits.numel():
-            start = int(hits[-1]) + n
+            full = hits[hits + length <= n_tokens]
+            start = int(full[-1]) if full.numel() else int(hits[0])
             return context[start: start + length].tolist()
     return []
 

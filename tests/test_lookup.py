@@ -1,4 +1,6 @@
 """Context lookup grafted into the draft tree: the chain it finds, the tree it builds, and losslessness."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -16,13 +18,15 @@ PROMPTS = ["Repeat after me: the cat sat on the mat, the cat sat on the mat.", "
 
 @pytest.mark.parametrize("context, length, ngram, expected", [
     ([5, 6, 7, 8, 5, 6], 3, 3, [7, 8, 5]),  # "5 6" seen before: what followed it
-    ([1, 2, 9, 1, 2, 7, 1, 2], 2, 3, [7, 1]),  # the most recent occurrence wins
+    ([1, 2, 9, 1, 2, 7, 1, 2], 2, 3, [7, 1]),  # the most recent occurrence with a full continuation wins
+    ([1, 2, 9, 1, 2, 7, 1, 2], 4, 3, [9, 1, 2, 7]),  # none has 4 tokens after it: the earliest, followed by most
     ([3, 1, 2, 4, 9, 1, 2], 2, 3, [4, 9]),  # "9 1 2" unseen, "1 2" seen
     ([3, 1, 2, 4, 9, 1, 2], 2, 1, [4, 9]),  # 1-grams only: the earlier "2"
     ([2, 8, 3, 2, 5], 2, 3, []),  # the last token "5" never occurred before
     ([1, 2, 3, 4], 4, 3, []),  # nothing repeats
     ([7], 4, 3, []),
     ([4, 4, 4], 5, 2, [4]),  # a run: the overlapping match still has one successor
+    ([5, 6, 5, 6, 5, 6], 4, 2, [5, 6, 5, 6]),  # a period of 2: the earliest match gives the longest chain
 ])
 def test_continuation(context, length, ngram, expected):
     assert continuation(torch.tensor(context), length, max_ngram=ngram) == expected
@@ -84,3 +88,27 @@ def test_lookup_is_off_when_sampling(tiny_target):
 def test_bad_lookup_settings_are_refused(bad):
     with pytest.raises(ValueError, match="lookup must be an integer in 0..32"):
         TreeConfig(lookup=bad)
+
+
+def test_lookup_stops_at_the_context_like_plain_decoding(tiny_target):
+    """Near the end of the context a looked-up chain is cut to the room left: same tokens, same stop, and no
+    node past the last position (the random target's answer repeats itself, so long chains are accepted)."""
+    words = "the cat sat on the mat and "
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=80, tree=TreeConfig(top_k=2, depth=3, total_tokens=6))
+    decoder = SpecDecoder(tiny_target, attach(random_drafter(tiny_target, "dense"), tiny_target, "dense"))
+    looked_up_cfg = replace(cfg, tree=replace(cfg.tree, lookup=16))
+    reached = 0
+    for room in range(52, 62):  # where the answer starts: cycles then end at different distances from the end
+        prompt = words * 10
+        while len(tiny_target.encode_chat(prompt + words)) < tiny_target.max_context - room:
+            prompt += words
+        prompt = tiny_target.encode_chat(prompt)[: tiny_target.max_context - room]
+        plain = SpecDecoder(tiny_target).generate(prompt, cfg, detail=False)
+        spec = decoder.generate(prompt, looked_up_cfg, detail=False)
+        assert spec[-1]["stop_reason"] == plain[-1]["stop_reason"] == "context"
+        assert summarize(spec).text_tokens == summarize(plain).text_tokens
+        steps = [r for r in spec if r["type"] == "step"]
+        deepest = [len(prompt) + before["new_tokens"] - 1 + step["tree_depth"] for before, step in zip(steps, steps[1:])]
+        assert max(deepest) <= tiny_target.max_context - 2  # no node past the last position a node may take
+        reached = max(reached, max(deepest))
+    assert reached == tiny_target.max_context - 2  # some chain was cut to exactly the room left
