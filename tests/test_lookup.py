@@ -4,7 +4,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from app.views.style import SOURCE_COLORS
 from app.views.text import legend_for
+from app.views.tree import tree_figure
 from core.config import EngineConfig, SamplingConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.lookup import LOOKUP_BRANCH, continuation, graft
@@ -64,7 +66,7 @@ def test_graft_shares_the_drafted_prefix_and_appends_the_rest():
 def test_lookup_is_lossless_and_accepted(tiny_target, ffn, tree):
     """Random targets repeat themselves, so looked-up chains get accepted; the output stays the plain one."""
     decoder = SpecDecoder(tiny_target, attach(random_drafter(tiny_target, ffn, seed=5), tiny_target, ffn))
-    lookup_accepted = 0
+    lookup_accepted, steps = 0, []
     for prompt in PROMPTS:
         plain = summarize(SpecDecoder(tiny_target).generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=48)))
         records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=48, tree=tree))
@@ -72,7 +74,13 @@ def test_lookup_is_lossless_and_accepted(tiny_target, ffn, tree):
         copied = sum(t["source"] == "lookup" for r in records if r["type"] == "step" for t in r["emitted"])
         assert ("lookup" in legend_for(records, ffn)) == (copied > 0)  # the app's legend lists the colour when used
         lookup_accepted += copied
+        steps += [r for r in records if r["type"] == "step"]
     assert lookup_accepted > 0
+    # the tree view draws looked-up nodes in their own colour, and says where they came from
+    step = next(r for r in steps if any(n["branch"] == LOOKUP_BRANCH for n in r["nodes"]))
+    drawn = {t.name: t for t in tree_figure(step).data}
+    assert drawn["lookup"].marker.color == SOURCE_COLORS["lookup"]
+    assert all("copied from earlier in the context" in h for h in drawn["lookup"].hovertext)
 
 
 def test_lookup_is_off_when_sampling(tiny_target):

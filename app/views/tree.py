@@ -65,7 +65,9 @@ def _hover(node: Record) -> str:
     lines = [
         f"<b>{escape(repr(node['token']))}</b>  (id {node['id']}, depth {node['depth']}, {source})",
     ]
-    if node["parent"] >= 0:
+    if source == "lookup":
+        lines.append("copied from earlier in the context (no draft probability)")
+    elif node["parent"] >= 0:
         lines.append(f"draft prob {math.exp(node['logp']):.3f} · cumulative score {node['score']:.2f}")
     target = node.get("target_prob")
     if node["parent"] >= 0:
