@@ -72,7 +72,7 @@ class Settings:
     schedule: str = "hybrid"  # for MoE drafters; single-head drafters always use "standard"
     decoupled: bool = False  # MoE drafters only
     adaptive: bool = True  # verify only the nodes that pay on this machine (total_tokens is the cap)
-    lookup: int = LOOKUP_TOKENS  # greedy only: tokens copied from earlier in the context into the tree; 0 = off
+    lookup: int = LOOKUP_TOKENS  # tokens copied from earlier in the context into the tree; 0 = off
     seed: int = 0
 
 

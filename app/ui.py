@@ -106,8 +106,8 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     adaptive = gr.Checkbox(value=DEFAULTS.adaptive, label="Adaptive tree size (verify only the "
                                            "nodes whose draft confidence pays for their measured cost here)")
                     lookup = gr.Slider(0, 16, value=DEFAULTS.lookup, step=1,
-                                       label="Context lookup (greedy only: also verify up to this many tokens that "
-                                             "followed the last words earlier in the prompt or answer; 0 = off)")
+                                       label="Context lookup (also verify up to this many tokens that followed "
+                                             "the last words earlier in the prompt or answer; 0 = off)")
                     schedule = gr.Radio(["hybrid", "standard"], value=DEFAULTS.schedule,
                                         label="Jakiro schedule (hybrid: last layer from the contrastive head)")
                     decoupled = gr.Checkbox(value=DEFAULTS.decoupled,

@@ -41,7 +41,7 @@ from core.trace import summarize
 ENGINE_METHODS = ("jakiro", "eagle", "none")
 TREE_VARIANTS = ("fixed", "adaptive")  # tree size
 SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
-LOOKUP_VARIANTS = ("lookup", "nolookup")  # context lookup grafted into the tree (greedy only), or not
+LOOKUP_VARIANTS = ("lookup", "nolookup")  # context lookup grafted into the tree, or not
 VARIANTS = TREE_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"

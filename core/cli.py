@@ -44,8 +44,8 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree-size", choices=["adaptive", "fixed"], default="adaptive",
                    help="adaptive: verify only the nodes that pay on this machine (--total-tokens is the cap)")
     p.add_argument("--lookup", type=int, default=LOOKUP_TOKENS,
-                   help="greedy only: also verify up to N tokens that followed the last n-gram earlier in the "
-                        "context (prompt lookup inside the draft tree); 0 = off")
+                   help="also verify up to N tokens that followed the last n-gram earlier in the context "
+                        "(prompt lookup inside the draft tree); 0 = off")
     p.add_argument("--lookup-ngram", type=int, default=d.lookup_ngram, help="longest n-gram the lookup matches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-fallback", action="store_true",

@@ -46,8 +46,8 @@ class TreeConfig:
     adaptive: verify, of the total_tokens best nodes, only as many as pay on this machine: the
         drafter's path probabilities (calibrated on what was accepted) against the measured cost of
         verifying each extra node (see core.sizing); total_tokens is then the cap.
-    lookup: at greedy decoding, also graft up to this many tokens that followed the context's last
-        n-gram earlier in the prompt or answer (prompt lookup inside the tree, see core.lookup); 0 = off.
+    lookup: also graft up to this many tokens that followed the context's last n-gram earlier in the
+        prompt or answer (prompt lookup inside the tree, see core.lookup); 0 = off.
         These nodes come on top of total_tokens and may reach below ``depth`` (never past the context).
     lookup_ngram: the longest n-gram matched for the lookup (shorter ones down to 1 are tried next).
     """

@@ -113,7 +113,7 @@ class SpecDecoder:
             predicted = 0.0
             if cfg.tree.adaptive:
                 proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
-            if cfg.tree.lookup and cfg.sampling.temperature == 0:
+            if cfg.tree.lookup:
                 room = self.target.max_context - 2 - state.root_pos  # as deep as a drafted node may go here
                 chain = continuation(torch.tensor(state.prompt_ids + state.generated), min(cfg.tree.lookup, room),
                                      cfg.tree.lookup_ngram)

@@ -5,9 +5,9 @@ before in the prompt or the answer so far, the tokens that followed them then ar
 ``continuation`` finds that chain; ``graft`` adds it to the drafter's tree below the root, sharing the
 nodes the drafter already proposed for the same tokens, so the target verifies both in one forward.
 
-The grafted nodes have no draft distribution, so they are offered at greedy decoding only (the engine
-skips them when sampling); greedy verification accepts a path only where every token is the target's
-argmax, so the output stays the target's own.
+The grafted nodes are deterministic candidates, like the drafter's top-k children: greedy verification
+accepts a token only where it is the target's argmax, and sampled verification (elimination, core.verify)
+accepts each candidate with exactly the target's residual probability, so the output stays the target's own.
 """
 from __future__ import annotations
 

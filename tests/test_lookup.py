@@ -83,13 +83,15 @@ def test_lookup_is_lossless_and_accepted(tiny_target, ffn, tree):
     assert all("copied from earlier in the context" in h for h in drawn["lookup"].hovertext)
 
 
-def test_lookup_is_off_when_sampling(tiny_target):
+def test_lookup_also_runs_when_sampling(tiny_target):
+    """Sampled verification eliminates deterministic candidates, so looked-up nodes join sampled trees too
+    (that the output distribution stays the target's is tested in test_sampling)."""
     decoder = SpecDecoder(tiny_target, attach(random_drafter(tiny_target, "moe"), tiny_target, "moe"))
-    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=24, sampling=SamplingConfig(temperature=1.0),
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=24, sampling=SamplingConfig(temperature=1.0, top_k=3),
                        tree=TreeConfig(top_k=2, depth=2, total_tokens=4, lookup=8))
     records = decoder.generate(PROMPTS[0], cfg)
     nodes = [n for r in records if r["type"] == "step" for n in r.get("nodes", [])]
-    assert nodes and not any(n["branch"] == LOOKUP_BRANCH for n in nodes)
+    assert any(n["branch"] == LOOKUP_BRANCH for n in nodes)
 
 
 @pytest.mark.parametrize("bad", [-1, 33, 1.5])

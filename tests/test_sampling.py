@@ -86,3 +86,44 @@ def test_engine_two_token_distribution(tiny_target):
 
 def summarize_tokens(records):
     return [t["token_id"] for r in records if r["type"] == "step" for t in r["emitted"]]
+
+
+def test_engine_with_context_lookup_keeps_the_target_distribution(tiny_target):
+    """Looked-up chains are deterministic candidates like the drafter's top-k children, so elimination keeps the
+    sampled output exact: the third token's marginal matches the target's own, enumerated over its top-3 paths."""
+    from collections import defaultdict
+
+    from core.config import EngineConfig, TreeConfig
+    from core.engine import SpecDecoder
+    from core.registry import attach, random_drafter
+    from tests.helpers import NO_FALLBACK
+
+    sampling = SamplingConfig(temperature=1.0, top_k=3)
+    prompt = tiny_target.encode_chat("Hi")
+
+    @torch.inference_mode()
+    def probs(context):
+        logits = tiny_target.model(torch.tensor([context], device=tiny_target.device)).logits[0, -1:].cpu()
+        return target_probs(logits, sampling)[0]
+
+    expected: dict[int, float] = defaultdict(float)
+    p1 = probs(prompt)
+    for a in p1.nonzero().flatten().tolist():
+        p2 = probs(prompt + [a])
+        for b in p2.nonzero().flatten().tolist():
+            p3 = probs(prompt + [a, b])
+            for c in p3.nonzero().flatten().tolist():
+                expected[c] += float(p1[a] * p2[b] * p3[c])
+    decoder = SpecDecoder(tiny_target, attach(random_drafter(tiny_target, "dense", seed=2), tiny_target, "dense"))
+    tree = TreeConfig(top_k=2, depth=2, total_tokens=3, lookup=4)
+    draws, counts, with_lookup = 500, defaultdict(int), 0
+    for seed in range(draws):
+        records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=3, tree=tree,
+                                                        sampling=sampling, seed=seed))
+        counts[summarize_tokens(records)[2]] += 1
+        with_lookup += any(n["branch"] == "lookup" for r in records if r["type"] == "step" for n in r["nodes"])
+    assert with_lookup > draws // 5  # the lookup really took part
+    assert set(counts) <= set(expected)
+    cells = sorted(expected)
+    total = sum(expected.values())  # 1 up to rounding; chisquare wants the sums equal exactly
+    assert chisquare([counts[c] for c in cells], [expected[c] / total * draws for c in cells]).pvalue > 1e-3

@@ -15,7 +15,7 @@ SOURCE_COLORS = {
     "expert 1": "#f28e2b",
     "contrastive": "#3aa45b",
     "draft": "#a05fb4",
-    "lookup": "#c9a227",  # copied from earlier in the context (greedy only)
+    "lookup": "#c9a227",  # copied from earlier in the context
     "bonus": "#9a9a9a",
     "target": "#c8c8c8",
 }
