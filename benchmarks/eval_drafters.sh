@@ -22,7 +22,7 @@ run --categories "$REST" --dtype bfloat16 --no-fallback \
     --drafters jakiro,eagle,jakiro@nolookup,eagle@nolookup,jakiro@fixed+nolookup,eagle@fixed+nolookup,none,hf-prompt-lookup \
     --json "$out/specbench-rest-bf16-$TAG.json" --markdown "$out/specbench-rest-bf16-$TAG.md"
 # 3. temperature 1, fixed tree (tau), context lookup on
-run --categories "$MT" --dtype bfloat16 --no-fallback --tree-size fixed --temperature 1.0 --drafters jakiro,eagle,none \
+run --categories "$MT" --dtype bfloat16 --no-fallback --tree-size fixed --temperature 1.0 --drafters jakiro,eagle,jakiro@nolookup,eagle@nolookup,none \
     --json "$out/mtbench-bf16-t1-$TAG.json" --markdown "$out/mtbench-bf16-t1-$TAG.md"
 # 4. float32: lossless (greedy match 1.00), context lookup on
 N=1 run --categories "$MT" --dtype float32 --no-fallback --drafters jakiro,eagle,none \
