@@ -41,7 +41,7 @@ from core.trace import summarize
 ENGINE_METHODS = ("jakiro", "eagle", "none")
 TREE_VARIANTS = ("fixed", "adaptive")  # tree size
 SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
-LOOKUP_VARIANTS = ("lookup", "nolookup")  # context lookup grafted into the tree, or not
+LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the tree, none, or alone when it copies
 VARIANTS = TREE_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
@@ -208,7 +208,8 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
         if variant in TREE_VARIANTS:
             tree = replace(tree, adaptive=variant == "adaptive")
         elif variant in LOOKUP_VARIANTS:
-            tree = replace(tree, lookup=(tree.lookup or LOOKUP_TOKENS) if variant == "lookup" else 0)
+            tree = replace(tree, lookup=(tree.lookup or LOOKUP_TOKENS) if variant != "nolookup" else 0,
+                           lookup_alone=variant == "lookupalone")
         elif not moe:
             raise ValueError(f"@{variant}: only a MoE (Jakiro) drafter has a contrastive head to schedule")
         else:

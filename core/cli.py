@@ -47,6 +47,8 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
                    help="also verify up to N tokens that followed the last n-gram earlier in the context "
                         "(prompt lookup inside the draft tree); 0 = off")
     p.add_argument("--lookup-ngram", type=int, default=d.lookup_ngram, help="longest n-gram the lookup matches")
+    p.add_argument("--lookup-alone", action="store_true",
+                   help="when the longest n-gram is followed by a full chain, verify it alone and skip drafting")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-fallback", action="store_true",
                    help="always speculate (by default the engine decodes plainly while speculation does not pay)")
@@ -57,7 +59,7 @@ def engine_config(args: argparse.Namespace, moe: bool) -> EngineConfig:
     return EngineConfig(
         tree=TreeConfig(top_k=args.tree_top_k, depth=args.depth, total_tokens=args.total_tokens,
                         schedule=schedule, decoupled=args.decoupled, adaptive=args.tree_size == "adaptive",
-                        lookup=args.lookup, lookup_ngram=args.lookup_ngram),
+                        lookup=args.lookup, lookup_ngram=args.lookup_ngram, lookup_alone=args.lookup_alone),
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,

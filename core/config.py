@@ -50,6 +50,8 @@ class TreeConfig:
         prompt or answer (prompt lookup inside the tree, see core.lookup); 0 = off.
         These nodes come on top of total_tokens and may reach below ``depth`` (never past the context).
     lookup_ngram: the longest n-gram matched for the lookup (shorter ones down to 1 are tried next).
+    lookup_alone: when the longest n-gram matched and a full ``lookup``-token chain followed it, verify
+        that chain alone and skip drafting this cycle (prompt lookup's cost where text is being copied).
     """
 
     top_k: int = 4
@@ -60,6 +62,7 @@ class TreeConfig:
     adaptive: bool = False
     lookup: int = 0
     lookup_ngram: int = 3
+    lookup_alone: bool = False
 
     def __post_init__(self) -> None:
         _require(_is_int(self.top_k) and 1 <= self.top_k <= 64, f"tree top_k must be an integer in 1..64, got {self.top_k!r}")
@@ -71,6 +74,7 @@ class TreeConfig:
         _require(_is_int(self.lookup) and 0 <= self.lookup <= 32, f"tree lookup must be an integer in 0..32, got {self.lookup!r}")
         _require(_is_int(self.lookup_ngram) and 1 <= self.lookup_ngram <= 8,
                  f"tree lookup_ngram must be an integer in 1..8, got {self.lookup_ngram!r}")
+        _require(isinstance(self.lookup_alone, bool), f"tree lookup_alone must be true or false, got {self.lookup_alone!r}")
         _require(self.schedule in ("standard", "hybrid"), f"tree schedule must be 'standard' or 'hybrid', got {self.schedule!r}")
         _require(
             self.schedule != "hybrid" or self.depth >= 2,

@@ -16,12 +16,12 @@ import torch
 from core.config import EngineConfig, FallbackConfig, to_dict
 from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
-from core.lookup import LOOKUP_BRANCH, continuation, graft
+from core.lookup import LOOKUP_BRANCH, find_continuation, graft
 from core.policy import FallbackState, decide, record_step
 from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost, path_probs, prune_floor
 from core.target import PromptError, TargetModel
 from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
-from core.tree import DraftTree, VerifyTree, keep_best, kept_subtree
+from core.tree import DraftTree, VerifyTree, assemble, keep_best, kept_subtree
 from core.verify import VerifyResult, sample_token, verify_tree
 
 
@@ -106,18 +106,9 @@ class SpecDecoder:
         # 1. Draft: grow a token tree below the root from the last verified features (or decode plainly).
         mode, note = self._mode(state, cfg.fallback)
         t0 = self._clock()
-        proposal = None
+        proposal, predicted, drafted = None, 0.0, False
         if mode == "spec":
-            floor = self._prune_floor(state) if cfg.tree.adaptive else 0.0
-            proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree, floor)
-            predicted = 0.0
-            if cfg.tree.adaptive:
-                proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
-            if cfg.tree.lookup:
-                room = self.target.max_context - 2 - state.root_pos  # as deep as a drafted node may go here
-                chain = continuation(torch.tensor(state.prompt_ids + state.generated), min(cfg.tree.lookup, room),
-                                     cfg.tree.lookup_ngram)
-                proposal = replace(proposal, tree=graft(proposal.tree, chain)[0])
+            proposal, predicted, drafted = self._draft(state, cfg, t0)
             vtree = kept_subtree(proposal.tree)
         else:
             vtree = _root_only(int(state.next_tokens[-1]))
@@ -129,13 +120,13 @@ class SpecDecoder:
         t2 = self._clock()
         # 3. Commit: keep the accepted nodes' KV, emit their tokens and the bonus token.
         accepted = torch.tensor(result.accepted)
-        if proposal is not None and cfg.tree.adaptive:  # calibrate on the drafter's own nodes only
-            drafted = [n for n in result.accepted[1:] if proposal.tree.branches[int(vtree.nodes[n])] != LOOKUP_BRANCH]
-            state.calibration.update(predicted, len(drafted))
+        if drafted and cfg.tree.adaptive:  # calibrate on the drafter's own nodes only
+            own = [n for n in result.accepted[1:] if proposal.tree.branches[int(vtree.nodes[n])] != LOOKUP_BRANCH]
+            state.calibration.update(predicted, len(own))
         keep_accepted(state.cache, state.root_pos, accepted)
         new_tokens = vtree.tokens[accepted[1:]].tolist() + [result.bonus_token]
         verified = out.hidden[accepted.to(out.hidden.device)]  # [len(accepted), H]
-        if proposal is None and self.proposer is not None:  # plain step: the drafter catches up later
+        if not drafted and self.proposer is not None:  # the drafter did not run: it catches up later
             state.features = torch.cat([state.features, verified])
             state.next_tokens = torch.cat([state.next_tokens, torch.tensor(new_tokens)])
         else:
@@ -152,6 +143,26 @@ class SpecDecoder:
                               cfg, detail)
         record.note = note
         return record
+
+    def _draft(self, state: _State, cfg: EngineConfig, t0: float) -> tuple[Proposal, float, bool]:
+        """This cycle's tree: the drafter's (sized when adaptive) with the context lookup grafted in; or, with
+        ``lookup_alone``, the looked-up chain alone when a longest n-gram match gave a full-length one. Returns
+        the proposal, the drafter's predicted accepted length (adaptive only) and whether the drafter ran."""
+        ngram, chain = 0, []
+        if cfg.tree.lookup:
+            room = self.target.max_context - 2 - state.root_pos  # as deep as a drafted node may go here
+            ngram, chain = find_continuation(torch.tensor(state.prompt_ids + state.generated),
+                                             min(cfg.tree.lookup, room), cfg.tree.lookup_ngram)
+        if cfg.tree.lookup_alone and ngram == cfg.tree.lookup_ngram and len(chain) == cfg.tree.lookup:
+            return Proposal(tree=graft(assemble(int(state.next_tokens[-1]), [], 0), chain)[0], forwards=0), 0.0, False
+        floor = self._prune_floor(state) if cfg.tree.adaptive else 0.0
+        proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree, floor)
+        predicted = 0.0
+        if cfg.tree.adaptive:
+            proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
+        if chain:
+            proposal = replace(proposal, tree=graft(proposal.tree, chain)[0])
+        return proposal, predicted, True
 
     def _prune_floor(self, state: _State) -> float:
         """Stop drafting below this path probability (0 until recent cycles give a speed to beat)."""

@@ -2,7 +2,7 @@
 
 Prompt-lookup decoding guesses that text repeats: when the last n tokens (the root included) occurred
 before in the prompt or the answer so far, the tokens that followed them then are a cheap draft now.
-``continuation`` finds that chain; ``graft`` adds it to the drafter's tree below the root, sharing the
+``find_continuation`` finds that chain; ``graft`` adds it to the drafter's tree below the root, sharing the
 nodes the drafter already proposed for the same tokens, so the target verifies both in one forward.
 
 The grafted nodes are deterministic candidates, like the drafter's top-k children: greedy verification
@@ -20,8 +20,8 @@ from core.tree import DraftTree
 LOOKUP_BRANCH = "lookup"
 
 
-def continuation(context: torch.Tensor, length: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
-    """Up to ``length`` tokens that followed an earlier occurrence of the context's last n-gram.
+def find_continuation(context: torch.Tensor, length: int, max_ngram: int = 3, min_ngram: int = 1) -> tuple[int, list[int]]:
+    """(n, up to ``length`` tokens that followed an earlier occurrence of the context's last n-gram); (0, []) if none.
 
     context: [L] int64 token ids, ending with the root. Longer n-grams are tried first (n = max_ngram down to
     min_ngram). Of the occurrences, the most recent one followed by ``length`` tokens wins (recent text is the
@@ -34,8 +34,9 @@ def continuation(context: torch.Tensor, length: int, max_ngram: int = 3, min_ngr
         if hits.numel():
             full = hits[hits + length <= n_tokens]
             start = int(full[-1]) if full.numel() else int(hits[0])
-            return context[start: start + length].tolist()
-    return []
+            return n, context[start: start + length].tolist()
+    return 0, []
+
 
 
 def graft(tree: DraftTree, chain: list[int]) -> tuple[DraftTree, int]:

@@ -9,7 +9,7 @@ from app.views.text import legend_for
 from app.views.tree import tree_figure
 from core.config import EngineConfig, SamplingConfig, TreeConfig
 from core.engine import SpecDecoder
-from core.lookup import LOOKUP_BRANCH, continuation, graft
+from core.lookup import LOOKUP_BRANCH, find_continuation, graft
 from core.registry import attach, random_drafter
 from core.trace import summarize
 from core.tree import Layer, assemble, kept_subtree
@@ -31,7 +31,8 @@ PROMPTS = ["Repeat after me: the cat sat on the mat, the cat sat on the mat.", "
     ([5, 6, 5, 6, 5, 6], 4, 2, [5, 6, 5, 6]),  # a period of 2: the earliest match gives the longest chain
 ])
 def test_continuation(context, length, ngram, expected):
-    assert continuation(torch.tensor(context), length, max_ngram=ngram) == expected
+    n, chain = find_continuation(torch.tensor(context), length, max_ngram=ngram)
+    assert chain == expected and (n == 0) == (not expected)
 
 
 def _layer(parents, tokens, logp):
@@ -81,6 +82,28 @@ def test_lookup_is_lossless_and_accepted(tiny_target, ffn, tree):
     drawn = {t.name: t for t in tree_figure(step).data}
     assert drawn["lookup"].marker.color == SOURCE_COLORS["lookup"]
     assert all("copied from earlier in the context" in h for h in drawn["lookup"].hovertext)
+
+
+@pytest.mark.parametrize("ffn, adaptive", [("moe", False), ("dense", True)])
+def test_lookup_alone_skips_the_drafter_and_stays_lossless(tiny_target, ffn, adaptive):
+    """A full-length chain after a longest n-gram match is verified alone (no drafter forward); the drafter then
+    catches up on the tokens it did not see, so the output is still the plain one."""
+    tree = TreeConfig(top_k=3, depth=3, total_tokens=8, adaptive=adaptive, lookup=6, lookup_alone=True)
+    decoder = SpecDecoder(tiny_target, attach(random_drafter(tiny_target, ffn, seed=4), tiny_target, ffn))
+    alone = drafted = 0
+    for prompt in PROMPTS:
+        plain = summarize(SpecDecoder(tiny_target).generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=48)))
+        records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=48, tree=tree))
+        assert summarize(records).text_tokens == plain.text_tokens
+        for r in records:
+            if r["type"] == "step" and r["kind"] == "spec":
+                branches = {n["branch"] for n in r["nodes"] if n["parent"] >= 0}
+                if r["drafter_forwards"] == 0:
+                    alone += 1
+                    assert branches == {LOOKUP_BRANCH} and r["tree_nodes"] == 6
+                else:
+                    drafted += 1
+    assert alone > 0 and drafted > 0
 
 
 def test_lookup_also_runs_when_sampling(tiny_target):
