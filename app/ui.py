@@ -107,7 +107,8 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                                            "nodes whose draft confidence pays for their measured cost here)")
                     lookup = gr.Slider(0, 16, value=DEFAULTS.lookup, step=1,
                                        label="Context lookup (also verify up to this many tokens that followed "
-                                             "the last words earlier in the prompt or answer; 0 = off)")
+                                             "the last words earlier in the prompt or answer; 0 = off)",
+                                       elem_id="lookup")
                     schedule = gr.Radio(["hybrid", "standard"], value=DEFAULTS.schedule,
                                         label="Jakiro schedule (hybrid: last layer from the contrastive head)")
                     decoupled = gr.Checkbox(value=DEFAULTS.decoupled,

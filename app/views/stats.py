@@ -100,14 +100,14 @@ def expert_acceptance_figure(summaries: dict[str, Summary]) -> go.Figure:
 
 
 def sibling_stats(records: Iterable[Record]) -> dict[int, dict[str, float]]:
-    """Per depth, over every scored candidate (kept or cut): the share of distinct tokens among
-    siblings (children of one node), the share of candidates that repeat a token drafted under
-    another parent at the same depth, and each source's share of the candidates."""
+    """Per depth, over every drafted candidate (kept or cut; looked-up nodes are not the drafter's): the
+    share of distinct tokens among siblings (children of one node), the share of candidates that repeat a
+    token drafted under another parent at the same depth, and each source's share of the candidates."""
     per_depth: dict[int, dict[str, Any]] = defaultdict(lambda: {"groups": [], "tokens": [], "sources": Counter()})
     for step in spec_steps(records):
         children: dict[int, list[Record]] = defaultdict(list)
         for node in step.get("nodes", []):
-            if node["parent"] >= 0:
+            if node["parent"] >= 0 and node["branch"] != "lookup":
                 children[node["parent"]].append(node)
         for kids in children.values():
             depth = kids[0]["depth"]
