@@ -218,6 +218,10 @@ def test_per_folder_holdout_is_the_same_in_the_loop_and_the_prompts_and_survives
     (tmp_path / "grown").mkdir()
     grown = _answer_folders(tmp_path / "grown", {"answers": 12, "answers-broad": 8})
     assert [p.prompt for p in heldout_prompts(grown, every=5) if p.prompt in names] == expected
+    ungrouped = dataclasses.replace(data, groups=())  # built without saying where its sequences came from
+    assert holdout_split(ungrouped, TrainConfig(ffn="moe", holdout_every=5))[0] == [0, 5, 10, 15]
+    with pytest.raises(ValueError, match="groups hold 15 sequences but it has 17"):
+        holdout_split(dataclasses.replace(data, groups=(7, 8)), TrainConfig(ffn="moe", holdout_every=5))
     glob = holdout_split(data, TrainConfig.from_saved({"ffn": "moe", "holdout_every": 5}))[0]
     assert glob == [0, 5, 10, 15]  # a checkpoint saved before the scheme existed held out globally
     with pytest.raises(ValueError, match="metadata counts 15 answers but it holds 9"):

@@ -230,8 +230,11 @@ def split_holdout(groups: list[int], every: int) -> tuple[list[int], list[int]]:
 
 
 def holdout_split(data: FeatureSet, cfg: TrainConfig) -> tuple[list[int], list[int]]:
-    """The (held-out, training) split of ``data`` under ``cfg``'s holdout scheme."""
-    groups = list(data.groups) if cfg.holdout_scheme == "per-folder" else [len(data)]
+    """The (held-out, training) split of ``data`` under ``cfg``'s holdout scheme (a feature set that does not
+    say where its sequences came from is one group)."""
+    groups = list(data.groups or [len(data)]) if cfg.holdout_scheme == "per-folder" else [len(data)]
+    if sum(groups) != len(data):
+        raise ValueError(f"the feature set's groups hold {sum(groups)} sequences but it has {len(data)}")
     return split_holdout(groups, cfg.holdout_every)
 
 
