@@ -51,6 +51,8 @@ def test_generate_streams_and_ends_with_the_complete_summary(client):
     ({"max_new_tokens": 2.5}, "whole number"),
     ({"tree_top_k": 6, "depth": 4, "total_tokens": 600}, "greater than maximum"),
     ({"prompt": "   "}, "prompt is empty"),
+    ({"lookup": 2.5}, "whole number"),
+    ({"lookup": 99}, "greater than maximum"),
 ])
 def test_invalid_settings_are_explained_not_crashed(client, kwargs, message):
     args = {"prompt": "Hi", "max_new_tokens": 4, "temperature": 0, **kwargs}
