@@ -1,8 +1,11 @@
-"""Does each n-gram length of the context lookup pay? Per matched n: cycles, looked-up nodes verified, and
-looked-up tokens accepted (the first MT-bench question of each category, Jakiro, default settings, bf16).
+"""Does each n-gram length of the context lookup pay? Per longest match: cycles, looked-up nodes verified, and
+looked-up tokens accepted (the first MT-bench question of each category, Jakiro, default settings, bfloat16).
 
-    python benchmarks/lookup_ngrams.py
+    python benchmarks/lookup_ngrams.py [--categories 8]
 """
+from __future__ import annotations
+
+import argparse
 import json
 import sys
 from collections import defaultdict
@@ -11,32 +14,48 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from core.target import TargetModel  # noqa: E402
+
+from core.config import EngineConfig, FallbackConfig, TreeConfig  # noqa: E402
 from core.engine import SpecDecoder  # noqa: E402
+from core.lookup import LOOKUP_BRANCH, find_continuation  # noqa: E402
 from core.registry import build_proposer  # noqa: E402
-from core.config import EngineConfig, TreeConfig, FallbackConfig  # noqa: E402
-from core.lookup import find_continuation  # noqa: E402
-torch.set_num_threads(2)
-t = TargetModel.load("default", "bfloat16", "cpu")
-qs = [json.loads(l) for l in open(Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "spec_bench_questions.jsonl")]
-cats = ["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"]
-prompts = [next(q for q in qs if q["category"] == c)["turns"][0] for c in cats]
-d = SpecDecoder(t, build_proposer("jakiro", t))
-cfg = EngineConfig(fallback=FallbackConfig(enabled=False), max_new_tokens=128, tree=TreeConfig(schedule="hybrid", adaptive=True, lookup=10))
-stats = defaultdict(lambda: [0, 0, 0, 0])  # n -> cycles, lookup nodes verified, lookup tokens accepted, cycles with any accepted
-for p in prompts:
-    ids = t.encode_chat(p)
-    recs = d.generate(ids, cfg)
-    gen = []
-    for r in recs:
-        if r["type"] != "step":
-            continue
-        if r["kind"] == "spec":
-            n, chain = find_continuation(torch.tensor(ids + gen), 10, 3)
-            look = [x for x in r["nodes"] if x["branch"] == "lookup"]
-            acc = sum(1 for x in look if x["accepted"])
-            s = stats[n]; s[0] += 1; s[1] += len(look); s[2] += acc; s[3] += acc > 0
-        gen += [e["token_id"] for e in r["emitted"]]
-for n in sorted(stats):
-    c, v, a, k = stats[n]
-    print(f"n={n}: cycles {c}, lookup nodes verified {v} ({v/c:.1f}/cycle), accepted {a} ({a/max(v,1):.2%} of them, {a/c:.2f}/cycle), cycles with any {k/c:.2%}")
+from core.target import TargetModel  # noqa: E402
+
+QUESTIONS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "spec_bench_questions.jsonl"
+CATEGORIES = ["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--categories", type=int, default=len(CATEGORIES), help="how many MT-bench categories")
+    args = parser.parse_args()
+    target = TargetModel.load("default", "bfloat16", "cpu")
+    questions = [json.loads(line) for line in QUESTIONS.open()]
+    prompts = [next(q for q in questions if q["category"] == c)["turns"][0] for c in CATEGORIES[: args.categories]]
+    tree = TreeConfig(schedule="hybrid", adaptive=True, lookup=10)
+    cfg = EngineConfig(fallback=FallbackConfig(enabled=False), max_new_tokens=128, tree=tree)
+    decoder = SpecDecoder(target, build_proposer("jakiro", target))
+    # longest match -> [cycles, looked-up nodes verified, looked-up tokens accepted]
+    stats: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for prompt in prompts:
+        prompt_ids, generated = target.encode_chat(prompt), []
+        for record in decoder.generate(prompt_ids, cfg):
+            if record["type"] != "step":
+                continue
+            if record["kind"] == "spec":  # the engine's own search, repeated on the same context
+                ngram, _ = find_continuation(torch.tensor(prompt_ids + generated), tree.lookup, tree.lookup_ngram)
+                looked_up = [n for n in record["nodes"] if n["branch"] == LOOKUP_BRANCH]
+                row = stats[ngram]
+                row[0] += 1
+                row[1] += len(looked_up)
+                row[2] += sum(n["accepted"] for n in looked_up)
+            generated += [token["token_id"] for token in record["emitted"]]
+    for ngram in sorted(stats):
+        cycles, verified, accepted = stats[ngram]
+        print(f"longest match {ngram}: cycles {cycles}, looked-up nodes verified {verified / cycles:.1f} per cycle, "
+              f"accepted {accepted / max(verified, 1):.1%} of them, {accepted / cycles:.2f} tokens per cycle")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
