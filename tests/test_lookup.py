@@ -4,9 +4,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from app.views.style import SOURCE_COLORS
-from app.views.text import legend_for
-from app.views.tree import tree_figure
 from core.config import EngineConfig, SamplingConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.lookup import LOOKUP_BRANCH, find_continuation, graft
@@ -66,6 +63,11 @@ def test_graft_shares_the_drafted_prefix_and_appends_the_rest():
 ])
 def test_lookup_is_lossless_and_accepted(tiny_target, ffn, tree):
     """Random targets repeat themselves, so looked-up chains get accepted; the output stays the plain one."""
+    pytest.importorskip("plotly")  # the app's views are checked too (the GPU machine has no plotly)
+    from app.views.style import SOURCE_COLORS
+    from app.views.text import legend_for
+    from app.views.tree import tree_figure
+
     decoder = SpecDecoder(tiny_target, attach(random_drafter(tiny_target, ffn, seed=5), tiny_target, ffn))
     lookup_accepted, steps = 0, []
     for prompt in PROMPTS:
