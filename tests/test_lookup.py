@@ -66,6 +66,7 @@ def test_lookup_is_lossless_and_accepted(tiny_target, ffn, tree):
     pytest.importorskip("plotly")  # the app's views are checked too (the GPU machine has no plotly)
     from app.views.style import SOURCE_COLORS
     from app.views.text import legend_for
+    from app.views.stats import expert_acceptance_figure, expert_usage_figure
     from app.views.tree import tree_figure
 
     decoder = SpecDecoder(tiny_target, attach(random_drafter(tiny_target, ffn, seed=5), tiny_target, ffn))
@@ -84,6 +85,11 @@ def test_lookup_is_lossless_and_accepted(tiny_target, ffn, tree):
     drawn = {t.name: t for t in tree_figure(step).data}
     assert drawn["lookup"].marker.color == SOURCE_COLORS["lookup"]
     assert all("copied from earlier in the context" in h for h in drawn["lookup"].hovertext)
+    # statistics: looked-up nodes count in acceptance per source, but not in the experts' usage per depth
+    summary = summarize([records[0], *steps])
+    assert "lookup" in summary.expert_usage and "lookup" in summary.expert_acceptance
+    assert not any("lookup" in t.name for t in expert_usage_figure({"jakiro": summary}).data)
+    assert "lookup" in list(expert_acceptance_figure({"jakiro": summary}).data[0].x)
 
 
 @pytest.mark.parametrize("ffn, adaptive", [("moe", False), ("dense", True)])

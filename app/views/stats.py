@@ -75,10 +75,14 @@ def accept_length_figure(summaries: dict[str, Summary]) -> go.Figure:
 
 
 def expert_usage_figure(summaries: dict[str, Summary]) -> go.Figure:
-    """Verified nodes per depth, stacked by the source that proposed them (one panel per drafter, side by side)."""
+    """Verified nodes per depth, stacked by the drafter's source that proposed them (one panel per drafter, side by
+    side); looked-up nodes are left out: they are no expert's, and their long chains would crowd the axis (the
+    acceptance-per-source figure shows them)."""
     series: dict[str, tuple[list[Any], list[float]]] = {}
     for name, s in _drafters(summaries).items():
         for source, by_depth in s.expert_usage.items():
+            if source == "lookup":
+                continue
             key = f"{method_label(name)} · {source}" if len(_drafters(summaries)) > 1 else source
             xs = [f"{name} d{d}" for d in by_depth]
             series[key] = (xs, list(by_depth.values()))
