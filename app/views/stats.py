@@ -25,6 +25,9 @@ EXPERT_OVERLAP_NOTE = (
 )
 
 
+LEGEND_PER_ROW = 3  # horizontal legend entries that fit one row of a half-width figure
+
+
 def _bars(series: dict[str, tuple[list[Any], list[float]]], colors: dict[str, str], xtitle: str, ytitle: str,
           height: int = 280, barmode: str = "group", hover: dict[str, list[str]] | None = None,
           rate: bool = False) -> go.Figure:
@@ -40,11 +43,12 @@ def _bars(series: dict[str, tuple[list[Any], list[float]]], colors: dict[str, st
         yaxis["range"] = [0, 1.05]
     else:
         yaxis["rangemode"] = "tozero"
+    legend_rows = 1 + (len(series) - 1) // LEGEND_PER_ROW  # the legend sits above the plot: room for each row
     return base_layout(
-        fig, height, barmode=barmode, bargap=0.25, yaxis=yaxis,
+        fig, height + 20 * (legend_rows - 1), barmode=barmode, bargap=0.25, yaxis=yaxis,
         xaxis=dict(title=dict(text=xtitle), dtick=1, showgrid=False),
         legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
-        margin=dict(l=60, r=10, t=30, b=45),
+        margin=dict(l=60, r=10, t=30 + 20 * (legend_rows - 1), b=45),
     )
 
 
@@ -165,7 +169,7 @@ def _add_overlap_lines(fig: go.Figure, overlaps: dict[str, dict[int, float]], co
     note = "<br>".join(escape(line) for line in textwrap.wrap(EXPERT_OVERLAP_NOTE, 95))
     fig.add_annotation(text=note, x=0, y=-0.28, xref="paper", yref="paper", xanchor="left", yanchor="top",
                        showarrow=False, align="left", font=dict(size=10, color="#555555"))
-    fig.update_layout(height=350, margin=dict(l=60, r=10, t=30, b=115))
+    fig.update_layout(height=370, margin=dict(l=60, r=10, t=50, b=115))  # t: the long line name wraps the legend
 
 
 def expert_share_figure(traces: dict[str, list[Record]]) -> go.Figure:
