@@ -154,14 +154,14 @@ class SpecDecoder:
             ngram, chain = find_continuation(torch.tensor(state.prompt_ids + state.generated),
                                              min(cfg.tree.lookup, room), cfg.tree.lookup_ngram)
         if cfg.tree.lookup_alone and ngram == cfg.tree.lookup_ngram and len(chain) == cfg.tree.lookup:
-            return Proposal(tree=graft(assemble(int(state.next_tokens[-1]), [], 0), chain)[0], forwards=0), 0.0, False
+            return Proposal(tree=graft(assemble(int(state.next_tokens[-1]), [], 0), chain), forwards=0), 0.0, False
         floor = self._prune_floor(state) if cfg.tree.adaptive else 0.0
         proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree, floor)
         predicted = 0.0
         if cfg.tree.adaptive:
             proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
         if chain:
-            proposal = replace(proposal, tree=graft(proposal.tree, chain)[0])
+            proposal = replace(proposal, tree=graft(proposal.tree, chain))
         return proposal, predicted, True
 
     def _prune_floor(self, state: _State) -> float:

@@ -38,10 +38,9 @@ def find_continuation(context: torch.Tensor, length: int, max_ngram: int = 3, mi
     return 0, []
 
 
-
-def graft(tree: DraftTree, chain: list[int]) -> tuple[DraftTree, int]:
+def graft(tree: DraftTree, chain: list[int]) -> DraftTree:
     """``tree`` with ``chain`` kept as a path below the root: a token a kept drafted node already proposes at
-    that place reuses the node; the rest become new ``lookup`` nodes. Returns the tree and the nodes added."""
+    that place reuses the node; the rest become new ``lookup`` nodes, appended (``tree`` itself if none is)."""
     children: dict[int, dict[int, int]] = {}  # kept node -> its kept children by token
     kept = tree.kept.nonzero().flatten().tolist()
     for node in kept[1:]:
@@ -63,7 +62,7 @@ def graft(tree: DraftTree, chain: list[int]) -> tuple[DraftTree, int]:
         node = index
     added = len(new_tokens)
     if not added:
-        return tree, 0
+        return tree
     return replace(
         tree,
         parents=torch.cat([tree.parents, torch.tensor(new_parents, dtype=torch.int64)]),
@@ -75,4 +74,4 @@ def graft(tree: DraftTree, chain: list[int]) -> tuple[DraftTree, int]:
         routing=torch.cat([tree.routing, torch.zeros(added, tree.routing.shape[1])]),
         branches=tree.branches + [LOOKUP_BRANCH] * added,
         kept=torch.cat([tree.kept, torch.ones(added, dtype=torch.bool)]),
-    ), added
+    )

@@ -42,8 +42,8 @@ def _layer(parents, tokens, logp):
 def test_graft_shares_the_drafted_prefix_and_appends_the_rest():
     tree = assemble(10, [_layer([0, 0], [11, 12], [-0.1, -2.0]), _layer([1, 1], [13, 14], [-0.5, -0.7])], 3)
     assert tree.kept.tolist() == [True, True, False, True, True]  # 12 is cut by the rerank
-    grafted, added = graft(tree, [11, 14, 15, 16])
-    assert added == 2
+    grafted = graft(tree, [11, 14, 15, 16])
+    assert grafted.size - tree.size == 2
     assert grafted.parents.tolist()[5:] == [4, 5] and grafted.tokens.tolist()[5:] == [15, 16]
     assert grafted.depths.tolist()[5:] == [3, 4]
     assert grafted.branches[5:] == [LOOKUP_BRANCH] * 2 and grafted.kept[5:].all()
@@ -51,9 +51,9 @@ def test_graft_shares_the_drafted_prefix_and_appends_the_rest():
     vtree = kept_subtree(grafted)
     assert vtree.tokens.tolist() == [10, 11, 13, 14, 15, 16]
     # a chain through a cut node is not shared with it: the cut node stays unverified
-    via_cut, added = graft(tree, [12])
-    assert added == 1 and via_cut.parents[-1] == 0 and not via_cut.kept[2]
-    assert graft(tree, [11, 13]) == (tree, 0) and graft(tree, []) == (tree, 0)
+    via_cut = graft(tree, [12])
+    assert via_cut.size - tree.size == 1 and via_cut.parents[-1] == 0 and not via_cut.kept[2]
+    assert graft(tree, [11, 13]) is tree and graft(tree, []) is tree
 
 
 @pytest.mark.parametrize("ffn, tree", [
