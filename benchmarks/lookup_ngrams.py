@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config import EngineConfig, FallbackConfig, TreeConfig  # noqa: E402
 from core.engine import SpecDecoder  # noqa: E402
-from core.lookup import LOOKUP_BRANCH, find_continuation  # noqa: E402
+from core.lookup import LOOKUP_BRANCH, longest_match  # noqa: E402
 from core.registry import build_proposer  # noqa: E402
 from core.target import TargetModel  # noqa: E402
 
@@ -43,7 +43,7 @@ def main() -> int:
             if record["type"] != "step":
                 continue
             if record["kind"] == "spec":  # the engine's own search, repeated on the same context
-                ngram, _ = find_continuation(torch.tensor(prompt_ids + generated), tree.lookup, tree.lookup_ngram)
+                ngram, _ = longest_match(torch.tensor(prompt_ids + generated), tree.lookup_ngram)
                 looked_up = [n for n in record["nodes"] if n["branch"] == LOOKUP_BRANCH]
                 row = stats[ngram]
                 row[0] += 1

@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -32,7 +33,7 @@ from typing import Any, Protocol, Sequence
 import torch
 from tqdm import tqdm
 
-from core.config import LOOKUP_TOKENS, EngineConfig, to_dict
+from core.config import LOOKUP_TOKENS, ConfigError, EngineConfig, TreeConfig, to_dict
 from core.engine import SpecDecoder
 from core.registry import build_proposer
 from core.target import TargetModel
@@ -43,6 +44,8 @@ TREE_VARIANTS = ("fixed", "adaptive")  # tree size
 SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
 LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the tree, none, or alone when it copies
 VARIANTS = TREE_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS
+SIZED_VARIANT = re.compile(r"(lookup|runs)(\d{1,3})")  # lookup<N>: N tokens looked up; runs<N>: N runs after a full match
+VARIANT_HELP = ", ".join(VARIANTS) + ", lookup<N>, runs<N>"
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
 BASELINE = "none"
@@ -171,7 +174,7 @@ def check_methods(specs: Sequence[str]) -> list[str]:
             raise ValueError(f"unknown method {spec!r}: use {', '.join(ENGINE_METHODS + tuple(HF_METHODS))}, "
                              "or the path of a saved drafter folder")
         if variants and (base in HF_METHODS or base == "none"):
-            raise ValueError(f"{spec!r}: only drafters take a variant (@{'/@'.join(VARIANTS)})")
+            raise ValueError(f"{spec!r}: only drafters take a variant (@{VARIANT_HELP})")
     names = [method_name(s) for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -186,11 +189,20 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
     base, _, text = spec.partition("@")
     variants = tuple(text.split("+")) if text else ()
     for variant in variants:
-        if variant not in VARIANTS:
-            raise ValueError(f"{spec!r}: each variant after @ (joined by +) must be one of {', '.join(VARIANTS)}")
-    for group in (TREE_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS):
-        if len([v for v in variants if v in group]) > 1:
-            raise ValueError(f"{spec!r}: at most one of {', '.join(group)}")
+        sized = SIZED_VARIANT.fullmatch(variant)
+        if variant not in VARIANTS and not sized:
+            raise ValueError(f"{spec!r}: each variant after @ (joined by +) must be one of {VARIANT_HELP}")
+        if sized:  # the tree's own range check, with the method named
+            try:
+                TreeConfig(**{"lookup" if sized[1] == "lookup" else "lookup_runs": int(sized[2])})
+            except ConfigError as error:
+                raise ValueError(f"{spec!r}: {error}") from None
+    groups = {TREE_VARIANTS: "", SCHEDULE_VARIANTS: "", LOOKUP_VARIANTS: "lookup", (): "runs"}  # group, sized prefix
+    for group, prefix in groups.items():
+        chosen = [v for v in variants if v in group or (prefix and SIZED_VARIANT.fullmatch(v) and v.startswith(prefix))]
+        if len(chosen) > 1:
+            names = ", ".join(group + ((f"{prefix}<N>",) if prefix else ()))
+            raise ValueError(f"{spec!r}: at most one of {names}")
     return base, variants
 
 
@@ -205,7 +217,12 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
     """``cfg`` with the tree size, schedule and lookup the variants name (a dense drafter has no schedule to set)."""
     tree = cfg.tree
     for variant in variants:
-        if variant in TREE_VARIANTS:
+        sized = SIZED_VARIANT.fullmatch(variant)
+        if sized and sized[1] == "lookup":
+            tree = replace(tree, lookup=int(sized[2]), lookup_alone=False)
+        elif sized:
+            tree = replace(tree, lookup=tree.lookup or LOOKUP_TOKENS, lookup_runs=int(sized[2]))
+        elif variant in TREE_VARIANTS:
             tree = replace(tree, adaptive=variant == "adaptive")
         elif variant in LOOKUP_VARIANTS:
             tree = replace(tree, lookup=(tree.lookup or LOOKUP_TOKENS) if variant != "nolookup" else 0,

@@ -30,7 +30,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-LOOKUP_TOKENS = 10  # context-lookup chain length where the CLI, app and bench turn lookup on
+LOOKUP_TOKENS = 10  # context-lookup run length where the CLI, app and bench turn lookup on
+LOOKUP_RUNS = 1  # runs looked up after a full n-gram match, there
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,15 @@ class TreeConfig:
     adaptive: verify, of the total_tokens best nodes, only as many as pay on this machine: the
         drafter's path probabilities (calibrated on what was accepted) against the measured cost of
         verifying each extra node (see core.sizing); total_tokens is then the cap.
-    lookup: also graft up to this many tokens that followed the context's last n-gram earlier in the
-        prompt or answer (prompt lookup inside the tree, see core.lookup); 0 = off.
+    lookup: also graft up to this many tokens that followed the context's last ``lookup_ngram`` tokens
+        earlier in the prompt or answer (prompt lookup inside the tree, see core.lookup); 0 = off. A
+        shorter match (n-grams down to 1 are tried next) gets fewer: lookup x (n / lookup_ngram)^2.
         These nodes come on top of total_tokens and may reach below ``depth`` (never past the context).
-    lookup_ngram: the longest n-gram matched for the lookup (shorter ones down to 1 are tried next).
-    lookup_alone: when the longest n-gram matched and a full ``lookup``-token chain followed it, verify
-        that chain alone and skip drafting this cycle (prompt lookup's cost where text is being copied).
+    lookup_ngram: the longest n-gram matched for the lookup.
+    lookup_runs: after a full ``lookup_ngram`` match, look up this many distinct runs (the most recent
+        occurrences first); a shorter match looks up one.
+    lookup_alone: when the longest n-gram matched and a full ``lookup``-token run followed it, verify
+        the looked-up runs alone and skip drafting this cycle (prompt lookup's cost where text is copied).
     """
 
     top_k: int = 4
@@ -62,6 +66,7 @@ class TreeConfig:
     adaptive: bool = False
     lookup: int = 0
     lookup_ngram: int = 3
+    lookup_runs: int = 1
     lookup_alone: bool = False
 
     def __post_init__(self) -> None:
@@ -74,6 +79,8 @@ class TreeConfig:
         _require(_is_int(self.lookup) and 0 <= self.lookup <= 32, f"tree lookup must be an integer in 0..32, got {self.lookup!r}")
         _require(_is_int(self.lookup_ngram) and 1 <= self.lookup_ngram <= 8,
                  f"tree lookup_ngram must be an integer in 1..8, got {self.lookup_ngram!r}")
+        _require(_is_int(self.lookup_runs) and 1 <= self.lookup_runs <= 8,
+                 f"tree lookup_runs must be an integer in 1..8, got {self.lookup_runs!r}")
         _require(isinstance(self.lookup_alone, bool), f"tree lookup_alone must be true or false, got {self.lookup_alone!r}")
         _require(self.schedule in ("standard", "hybrid"), f"tree schedule must be 'standard' or 'hybrid', got {self.schedule!r}")
         _require(

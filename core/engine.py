@@ -16,7 +16,7 @@ import torch
 from core.config import EngineConfig, FallbackConfig, to_dict
 from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
-from core.lookup import LOOKUP_BRANCH, find_continuation, graft
+from core.lookup import LOOKUP_BRANCH, graft, look_up
 from core.policy import FallbackState, decide, record_step
 from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost, path_probs, prune_floor
 from core.target import PromptError, TargetModel
@@ -146,22 +146,19 @@ class SpecDecoder:
 
     def _draft(self, state: _State, cfg: EngineConfig, t0: float) -> tuple[Proposal, float, bool]:
         """This cycle's tree: the drafter's (sized when adaptive) with the context lookup grafted in; or, with
-        ``lookup_alone``, the looked-up chain alone when a longest n-gram match gave a full-length one. Returns
+        ``lookup_alone``, the looked-up runs alone when a longest n-gram match gave a full-length one. Returns
         the proposal, the drafter's predicted accepted length (adaptive only) and whether the drafter ran."""
-        ngram, chain = 0, []
-        if cfg.tree.lookup:
-            room = self.target.max_context - 2 - state.root_pos  # as deep as a drafted node may go here
-            ngram, chain = find_continuation(torch.tensor(state.prompt_ids + state.generated),
-                                             min(cfg.tree.lookup, room), cfg.tree.lookup_ngram)
-        if cfg.tree.lookup_alone and ngram == cfg.tree.lookup_ngram and len(chain) == cfg.tree.lookup:
-            return Proposal(tree=graft(assemble(int(state.next_tokens[-1]), [], 0), chain), forwards=0), 0.0, False
+        room = self.target.max_context - 2 - state.root_pos  # as deep as a drafted node may go here
+        ngram, runs = look_up(torch.tensor(state.prompt_ids + state.generated), cfg.tree, room)
+        if cfg.tree.lookup_alone and ngram == cfg.tree.lookup_ngram and len(runs[0]) == cfg.tree.lookup:
+            return Proposal(tree=graft(assemble(int(state.next_tokens[-1]), [], 0), runs), forwards=0), 0.0, False
         floor = self._prune_floor(state) if cfg.tree.adaptive else 0.0
         proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree, floor)
         predicted = 0.0
         if cfg.tree.adaptive:
             proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
-        if chain:
-            proposal = replace(proposal, tree=graft(proposal.tree, chain))
+        if runs:
+            proposal = replace(proposal, tree=graft(proposal.tree, runs))
         return proposal, predicted, True
 
     def _prune_floor(self, state: _State) -> float:

@@ -2,8 +2,8 @@
 
 Prompt-lookup decoding guesses that text repeats: when the last n tokens (the root included) occurred
 before in the prompt or the answer so far, the tokens that followed them then are a cheap draft now.
-``find_continuation`` finds that chain; ``graft`` adds it to the drafter's tree below the root, sharing the
-nodes the drafter already proposed for the same tokens, so the target verifies both in one forward.
+``look_up`` finds that run (or several, after a long match); ``graft`` adds each to the drafter's tree below
+the root, sharing the nodes the drafter already proposed for the same tokens, so the target verifies both in one forward.
 
 The grafted nodes are deterministic candidates, like the drafter's top-k children: greedy verification
 accepts a token only where it is the target's argmax, and sampled verification (elimination, core.verify)
@@ -15,51 +15,87 @@ from dataclasses import replace
 
 import torch
 
+from core.config import TreeConfig
 from core.tree import DraftTree
 
 LOOKUP_BRANCH = "lookup"
 
 
-def find_continuation(context: torch.Tensor, length: int, max_ngram: int = 3, min_ngram: int = 1) -> tuple[int, list[int]]:
-    """(n, up to ``length`` tokens that followed an earlier occurrence of the context's last n-gram); (0, []) if none.
+def run_length(tokens: int, n: int, max_ngram: int) -> int:
+    """Tokens to look up after an n-gram match when a full ``max_ngram`` match gets ``tokens``: a shorter match
+    is weaker evidence, so it gets tokens x (n / max_ngram)^2, at least one. Replaying the lookup over the target's
+    own answers to training prompts (benchmarks/lookup_sim.py) found a run's k-th token accepted often enough to
+    pay for its verification up to k ~ 4 after 1-token matches, ~12 after 2-token ones and past 24 after 3-token
+    ones, about this curve."""
+    return max(1, round(tokens * (n / max_ngram) ** 2))
 
-    context: [L] int64 token ids, ending with the root. Longer n-grams are tried first (n = max_ngram down to
-    min_ngram). Of the occurrences, the most recent one followed by ``length`` tokens wins (recent text is the
-    likelier to repeat); where none is, the earliest, which is followed by the most.
-    """
+
+def longest_match(context: torch.Tensor, max_ngram: int, min_ngram: int = 1) -> tuple[int, torch.Tensor]:
+    """(n, [h] positions that followed each earlier occurrence of the context's last n-gram) for the longest n in
+    max_ngram..min_ngram that occurs; (0, empty) if none does. context: [L] int64 token ids, ending with the root."""
     n_tokens = context.numel()
     for n in range(min(max_ngram, n_tokens - 1), min_ngram - 1, -1):
         windows = context[: n_tokens - 1].unfold(0, n, 1)  # [L - n, n]: every n-gram that has a successor
-        hits = (windows == context[n_tokens - n:]).all(dim=1).nonzero().flatten() + n  # [h] where each is followed
+        hits = (windows == context[n_tokens - n:]).all(dim=1).nonzero().flatten() + n  # [h]
         if hits.numel():
-            full = hits[hits + length <= n_tokens]
-            start = int(full[-1]) if full.numel() else int(hits[0])
-            return n, context[start: start + length].tolist()
-    return 0, []
+            return n, hits
+    return 0, torch.zeros(0, dtype=torch.int64)
 
 
-def graft(tree: DraftTree, chain: list[int]) -> DraftTree:
-    """``tree`` with ``chain`` kept as a path below the root: a token a kept drafted node already proposes at
-    that place reuses the node; the rest become new ``lookup`` nodes, appended (``tree`` itself if none is)."""
+def continuations(context: torch.Tensor, hits: torch.Tensor, length: int, runs: int = 1) -> list[list[int]]:
+    """Up to ``runs`` distinct runs of up to ``length`` tokens starting at ``hits``, the likeliest first: most
+    recent first among those followed by ``length`` tokens (recent text is the likelier to repeat), then earliest
+    first among the rest (the longer ones); a repeat of a run already taken is skipped."""
+    full = hits + length <= context.numel()
+    ranked = torch.cat([hits[full].flip(0), hits[~full]])  # [h]
+    found: list[list[int]] = []
+    for start in ranked[: 8 * runs].tolist():  # a bounded look at the best-ranked occurrences
+        run = context[start: start + length].tolist()
+        if run not in found:
+            found.append(run)
+            if len(found) == runs:
+                break
+    return found
+
+
+def look_up(context: torch.Tensor, tree: TreeConfig, room: int) -> tuple[int, list[list[int]]]:
+    """The lookup ``tree`` asks for at the end of ``context``: (the matched n, its runs), each run at most ``room``
+    tokens long (how deep a node may go before the context ends); (0, []) when nothing matches or it is off.
+    A full ``lookup_ngram`` match gets ``lookup_runs`` runs of ``lookup`` tokens; a shorter one a single, shorter
+    run (``run_length``)."""
+    if not tree.lookup or room < 1:
+        return 0, []
+    n, hits = longest_match(context, tree.lookup_ngram)
+    if not n:
+        return 0, []
+    length = min(run_length(tree.lookup, n, tree.lookup_ngram), room)
+    return n, continuations(context, hits, length, tree.lookup_runs if n == tree.lookup_ngram else 1)
+
+
+def graft(tree: DraftTree, runs: list[list[int]]) -> DraftTree:
+    """``tree`` with each run kept as a path below the root: a token a kept node already proposes at that place
+    reuses the node; the rest become new ``lookup`` nodes, appended (``tree`` itself if none is)."""
     children: dict[int, dict[int, int]] = {}  # kept node -> its kept children by token
     kept = tree.kept.nonzero().flatten().tolist()
     for node in kept[1:]:
         children.setdefault(int(tree.parents[node]), {})[int(tree.tokens[node])] = node
-    node, new_parents, new_tokens, new_depths, new_scores = 0, [], [], [], []
-    for token in chain:
-        shared = children.get(node, {}).get(token)
-        if shared is not None:
-            node = shared
-            continue
-        index = tree.size + len(new_tokens)
-        parent_depth = int(tree.depths[node]) if node < tree.size else new_depths[node - tree.size]
-        parent_score = float(tree.scores[node]) if node < tree.size else new_scores[node - tree.size]
-        new_parents.append(node)
-        new_tokens.append(token)
-        new_depths.append(parent_depth + 1)
-        new_scores.append(parent_score)  # no draft probability of its own: a child never outscores its parent
-        children.setdefault(node, {})[token] = index
-        node = index
+    new_parents, new_tokens, new_depths, new_scores = [], [], [], []
+    for run in runs:
+        node = 0
+        for token in run:
+            shared = children.get(node, {}).get(token)
+            if shared is not None:
+                node = shared
+                continue
+            index = tree.size + len(new_tokens)
+            parent_depth = int(tree.depths[node]) if node < tree.size else new_depths[node - tree.size]
+            parent_score = float(tree.scores[node]) if node < tree.size else new_scores[node - tree.size]
+            new_parents.append(node)
+            new_tokens.append(token)
+            new_depths.append(parent_depth + 1)
+            new_scores.append(parent_score)  # no draft probability of its own: a child never outscores its parent
+            children.setdefault(node, {})[token] = index
+            node = index
     added = len(new_tokens)
     if not added:
         return tree

@@ -43,7 +43,8 @@ def test_special_tokens_typed_by_user_stay_text(tiny_target):
         (dict(total_tokens=10**6), "total_tokens"), (dict(top_k=10**4), "top_k"), (dict(depth=2.5), "depth"),
         (dict(schedule="hybrid", depth=1), "depth >= 2"), (dict(schedule="sideways"), "schedule"),
         (dict(lookup=-1), "lookup"), (dict(lookup=10**9), "lookup"), (dict(lookup_ngram=0), "lookup_ngram"),
-        (dict(lookup_alone="yes"), "lookup_alone"),
+        (dict(lookup_alone="yes"), "lookup_alone"), (dict(lookup_runs=0), "lookup_runs"),
+        (dict(lookup_runs=True), "lookup_runs"),
     ],
 )
 def test_invalid_tree(kwargs, message):
@@ -125,6 +126,7 @@ def _cli(*args):
         (["--prompt", "hi", "--drafter", "/nonexistent/folder"], "unknown drafter"),
         (["--prompt", "hi", "--drafter", "eagle", "--schedule", "hybrid"], "MoE"),
         (["--prompt", "hi", "--lookup", "-3"], "lookup must be an integer in 0..32"),
+        (["--prompt", "hi", "--lookup-runs", "99"], "lookup_runs must be an integer in 1..8"),
     ],
 )
 def test_cli_errors_are_messages_not_tracebacks(tiny_target, args, message):

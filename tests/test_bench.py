@@ -7,7 +7,7 @@ import pytest
 
 from core.bench import add_parser, build_methods, check_methods, load_prompts, run_bench, split_list
 from core.bench_report import to_markdown, write_plot
-from core.config import EngineConfig, SamplingConfig
+from core.config import LOOKUP_TOKENS, EngineConfig, SamplingConfig
 from core.drafter import save_drafter
 from core.registry import random_drafter
 
@@ -161,7 +161,10 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
      (["jakiro@huge"], "must be one of fixed, adaptive, standard, hybrid"), (["none@adaptive"], "only drafters"),
      (["jakiro@fixed+adaptive"], "at most one of fixed, adaptive"),
      (["jakiro@standard+hybrid"], "at most one of standard, hybrid"),
-     (["hf-generate@fixed"], "only drafters")],
+     (["hf-generate@fixed"], "only drafters"),
+     (["jakiro@lookup12+nolookup"], "at most one of lookup, nolookup, lookupalone, lookup<N>"),
+     (["jakiro@runs2+runs3"], "at most one of runs<N>"), (["jakiro@lookup40"], "lookup must be an integer in 0..32"),
+     (["jakiro@runs0"], "lookup_runs must be an integer in 1..8"), (["jakiro@runs"], "must be one of")],
 )
 def test_bad_methods(methods, message):
     with pytest.raises(ValueError, match=message):
@@ -175,6 +178,15 @@ def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
     assert methods["eagle@fixed"]["engine"]["tree"]["adaptive"] is False
     assert methods["eagle@adaptive"]["engine"]["tree"]["adaptive"] is True
     assert report["results"]["eagle@adaptive"]["match_rate"] == 1.0
+
+
+def test_lookup_variants_set_the_run_length_and_count(tiny_target, prompt_file):
+    specs = ["eagle@nolookup", "eagle@lookup16+runs3", "eagle@runs2", "none"]
+    report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2], EngineConfig(max_new_tokens=8),
+                       progress=False, warmup=False)
+    trees = {name: m["engine"]["tree"] for name, m in report["config"]["methods"].items() if name != "none"}
+    assert [(t["lookup"], t["lookup_runs"]) for t in trees.values()] == [(0, 1), (16, 3), (LOOKUP_TOKENS, 2)]
+    assert all(report["results"][name]["match_rate"] == 1.0 for name in trees)
 
 
 def test_schedule_variants_run_side_by_side(tiny_target, prompt_file, drafter_folder):

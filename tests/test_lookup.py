@@ -6,7 +6,7 @@ import torch
 
 from core.config import EngineConfig, SamplingConfig, TreeConfig
 from core.engine import SpecDecoder
-from core.lookup import LOOKUP_BRANCH, find_continuation, graft
+from core.lookup import LOOKUP_BRANCH, continuations, graft, longest_match, look_up, run_length
 from core.registry import attach, random_drafter
 from core.trace import summarize
 from core.tree import Layer, assemble, kept_subtree
@@ -28,8 +28,35 @@ PROMPTS = ["Repeat after me: the cat sat on the mat, the cat sat on the mat.", "
     ([5, 6, 5, 6, 5, 6], 4, 2, [5, 6, 5, 6]),  # a period of 2: the earliest match gives the longest chain
 ])
 def test_continuation(context, length, ngram, expected):
-    n, chain = find_continuation(torch.tensor(context), length, max_ngram=ngram)
-    assert chain == expected and (n == 0) == (not expected)
+    context = torch.tensor(context)
+    n, hits = longest_match(context, ngram)
+    runs = continuations(context, hits, length)
+    assert runs == ([expected] if expected else []) and (n == 0) == (not expected)
+
+
+@pytest.mark.parametrize("context, runs, expected", [
+    ([1, 2, 9, 1, 2, 7, 1, 2, 5, 1, 2], 3, [[5], [7], [9]]),  # most recent first
+    ([1, 2, 9, 1, 2, 9, 1, 2, 5, 1, 2], 3, [[5], [9]]),  # a repeated run is taken once
+    ([1, 2, 9, 1, 2, 7, 1, 2, 5, 1, 2], 1, [[5]]),
+])
+def test_several_runs(context, runs, expected):
+    context = torch.tensor(context)
+    n, hits = longest_match(context, 2)
+    assert n == 2 and continuations(context, hits, 1, runs) == expected
+
+
+def test_shorter_matches_look_up_fewer_tokens_and_one_run():
+    assert [run_length(24, n, 3) for n in (1, 2, 3)] == [3, 11, 24]
+    assert run_length(2, 1, 3) == 1  # at least one
+    tree = TreeConfig(lookup=9, lookup_runs=2)
+    context = torch.tensor([4, 5, 6, 1, 2, 3, 4, 5, 6, 7, 8, 9, 4, 5, 6, 10, 11, 4, 5, 6])  # "4 5 6" seen twice
+    # full 9-token runs first, most recent first; the latest occurrence is followed by 5 tokens only
+    assert look_up(context, tree, room=32) == (3, [[7, 8, 9, 4, 5, 6, 10, 11, 4], [1, 2, 3, 4, 5, 6, 7, 8, 9]])
+    assert look_up(context, tree, room=3) == (3, [[10, 11, 4], [7, 8, 9]])  # cut to the room left: all are full
+    assert look_up(context, tree, room=0) == (0, [])
+    assert look_up(context, replace(tree, lookup=0), room=32) == (0, [])
+    short = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 8, 6])  # "6" seen once, "8 6" never: a 1-gram match
+    assert look_up(short, tree, room=32) == (1, [[7]])  # 9 x (1/3)^2 = 1 token, one run
 
 
 def _layer(parents, tokens, logp):
@@ -42,7 +69,7 @@ def _layer(parents, tokens, logp):
 def test_graft_shares_the_drafted_prefix_and_appends_the_rest():
     tree = assemble(10, [_layer([0, 0], [11, 12], [-0.1, -2.0]), _layer([1, 1], [13, 14], [-0.5, -0.7])], 3)
     assert tree.kept.tolist() == [True, True, False, True, True]  # 12 is cut by the rerank
-    grafted = graft(tree, [11, 14, 15, 16])
+    grafted = graft(tree, [[11, 14, 15, 16]])
     assert grafted.size - tree.size == 2
     assert grafted.parents.tolist()[5:] == [4, 5] and grafted.tokens.tolist()[5:] == [15, 16]
     assert grafted.depths.tolist()[5:] == [3, 4]
@@ -51,15 +78,25 @@ def test_graft_shares_the_drafted_prefix_and_appends_the_rest():
     vtree = kept_subtree(grafted)
     assert vtree.tokens.tolist() == [10, 11, 13, 14, 15, 16]
     # a chain through a cut node is not shared with it: the cut node stays unverified
-    via_cut = graft(tree, [12])
+    via_cut = graft(tree, [[12]])
     assert via_cut.size - tree.size == 1 and via_cut.parents[-1] == 0 and not via_cut.kept[2]
-    assert graft(tree, [11, 13]) is tree and graft(tree, []) is tree
+    assert graft(tree, [[11, 13]]) is tree and graft(tree, []) is tree
+
+
+def test_graft_several_runs_share_their_common_prefix():
+    tree = assemble(10, [_layer([0, 0], [11, 12], [-0.1, -2.0]), _layer([1, 1], [13, 14], [-0.5, -0.7])], 3)
+    grafted = graft(tree, [[20, 21, 22], [20, 21, 23], [11, 13, 24]])
+    # 20 21 22 new; 23 branches off the run's 21; 24 hangs below the drafted 11 -> 13
+    assert grafted.tokens.tolist()[tree.size:] == [20, 21, 22, 23, 24]
+    assert grafted.parents.tolist()[tree.size:] == [0, 5, 6, 6, 3]
+    assert grafted.depths.tolist()[tree.size:] == [1, 2, 3, 3, 3]
 
 
 @pytest.mark.parametrize("ffn, tree", [
     ("moe", TreeConfig(top_k=3, depth=3, total_tokens=10, schedule="hybrid", lookup=8)),
     ("dense", TreeConfig(top_k=2, depth=2, total_tokens=4, lookup=10, lookup_ngram=2)),
     ("moe", TreeConfig(top_k=4, depth=4, total_tokens=16, adaptive=True, lookup=6)),
+    ("dense", TreeConfig(top_k=2, depth=3, total_tokens=6, adaptive=True, lookup=12, lookup_runs=3)),
 ])
 def test_lookup_is_lossless_and_accepted(tiny_target, ffn, tree):
     """Random targets repeat themselves, so looked-up chains get accepted; the output stays the plain one."""
@@ -129,6 +166,8 @@ def test_lookup_also_runs_when_sampling(tiny_target):
 def test_bad_lookup_settings_are_refused(bad):
     with pytest.raises(ValueError, match="lookup must be an integer in 0..32"):
         TreeConfig(lookup=bad)
+    with pytest.raises(ValueError, match="lookup_runs must be an integer in 1..8"):
+        TreeConfig(lookup_runs=bad if bad != 33 else 9)
 
 
 def test_lookup_stops_at_the_context_like_plain_decoding(tiny_target):
