@@ -6,7 +6,7 @@ the answer so far, and a looked-up run is accepted up to its first token that di
 tokens. No model runs, so it is fast; the drafter's own proposals, which share some of these tokens, are left out,
 so the numbers are an upper bound on what the lookup adds to a draft tree.
 
-    python benchmarks/lookup_sim.py [--answers ~/.cache/jakiro-explorer/train/answers] [--limit 400]
+    python benchmarks/lookup_sim.py [--answers assets/train-data/answers-broad] [--limit 400] [--length 24]
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.lookup import find_continuations  # noqa: E402
+from core.lookup import continuations, longest_match  # noqa: E402
 
-DEFAULT_ANSWERS = Path.home() / ".cache" / "jakiro-explorer" / "train" / "answers"
+DEFAULT_ANSWERS = Path(__file__).resolve().parent.parent / "assets" / "train-data" / "answers"
 
 
 def accepted_prefix(run: list[int], truth: list[int]) -> int:
@@ -57,7 +57,8 @@ def main() -> int:
         tokens = torch.tensor(row["prompt_ids"] + row["answer_ids"])
         start = len(row["prompt_ids"])
         for i in range(start, tokens.numel()):
-            n, runs = find_continuations(tokens[:i], args.length, chains=args.chains)
+            n, hits = longest_match(tokens[:i], 3)
+            runs = continuations(tokens[:i], hits, args.length, args.chains) if n else []
             positions[n] += 1
             if not runs:
                 continue
