@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.config import LOOKUP_TOKENS, EngineConfig, SamplingConfig, TreeConfig
+from core.config import LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, EngineConfig, SamplingConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.registry import build_proposer
 from core.target import TargetModel
@@ -73,6 +73,8 @@ class Settings:
     decoupled: bool = False  # MoE drafters only
     adaptive: bool = True  # verify only the nodes that pay on this machine (total_tokens is the cap)
     lookup: int = LOOKUP_TOKENS  # tokens copied from earlier in the context into the tree; 0 = off
+    lookup_runs: int = LOOKUP_RUNS  # runs copied after a full n-gram match
+    lookup_max: int = LOOKUP_MAX  # runs grow up to this while text is copied (<= lookup: no growth)
     seed: int = 0
 
 
@@ -87,7 +89,8 @@ def engine_config(settings: Settings, moe: bool) -> EngineConfig:
         tree=TreeConfig(
             top_k=settings.tree_top_k, depth=settings.depth, total_tokens=settings.total_tokens,
             schedule=settings.schedule if moe else "standard", decoupled=settings.decoupled and moe,
-            adaptive=settings.adaptive, lookup=settings.lookup,
+            adaptive=settings.adaptive, lookup=settings.lookup, lookup_runs=settings.lookup_runs,
+            lookup_max=settings.lookup_max,
         ),
         sampling=SamplingConfig(temperature=settings.temperature, top_p=settings.top_p),
         max_new_tokens=settings.max_new_tokens,

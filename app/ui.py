@@ -105,10 +105,20 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                                              label="Total tokens (most nodes verified per cycle)")
                     adaptive = gr.Checkbox(value=DEFAULTS.adaptive, label="Adaptive tree size (verify only the "
                                            "nodes whose draft confidence pays for their measured cost here)")
-                    lookup = gr.Slider(0, 16, value=DEFAULTS.lookup, step=1,
+                    lookup = gr.Slider(0, 32, value=DEFAULTS.lookup, step=1,
                                        label="Context lookup (also verify up to this many tokens that followed "
-                                             "the last words earlier in the prompt or answer; 0 = off)",
+                                             "the last 3 tokens earlier in the prompt or answer; fewer after a "
+                                             "1- or 2-token match; 0 = off)",
                                        elem_id="lookup")
+                    lookup_max = gr.Slider(0, 64, value=DEFAULTS.lookup_max, step=1,
+                                           label="Lookup while copying (after a cycle that accepted a whole "
+                                                 "looked-up run, double the next one, up to this many tokens; "
+                                                 "at most the context lookup = no growth)",
+                                           elem_id="lookup-max")
+                    lookup_runs = gr.Slider(1, 8, value=DEFAULTS.lookup_runs, step=1,
+                                            label="Lookup runs (after a 3-token match, verify what followed "
+                                                  "its most recent occurrences, up to this many)",
+                                            elem_id="lookup-runs")
                     schedule = gr.Radio(["hybrid", "standard"], value=DEFAULTS.schedule,
                                         label="Jakiro schedule (hybrid: last layer from the contrastive head)")
                     decoupled = gr.Checkbox(value=DEFAULTS.decoupled,
@@ -173,7 +183,8 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
         stats_outputs = [acc_depth, acc_hist, usage, expert_acc, diversity, share, confidence]
 
         def generate(prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
-                     decoupled, seed, session, adaptive=DEFAULTS.adaptive, lookup=DEFAULTS.lookup):
+                     decoupled, seed, session, adaptive=DEFAULTS.adaptive, lookup=DEFAULTS.lookup,
+                     lookup_runs=DEFAULTS.lookup_runs, lookup_max=DEFAULTS.lookup_max):
             """Run Jakiro, EAGLE-2 and plain decoding on one prompt; stream tokens and counters."""
             fresh = Session(folder=session.folder if session else None)
             try:
@@ -181,7 +192,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     max_new_tokens=_as_int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
                     tree_top_k=_as_int(tree_top_k), depth=_as_int(depth), total_tokens=_as_int(total_tokens),
                     schedule=str(schedule), decoupled=bool(decoupled), adaptive=bool(adaptive), seed=_as_int(seed),
-                    lookup=_as_int(lookup),
+                    lookup=_as_int(lookup), lookup_runs=_as_int(lookup_runs), lookup_max=_as_int(lookup_max),
                 )
                 for running in run_all(engines, prompt, settings, fresh):
                     yield _outputs(fresh, names, device, running, f"Running **{style.method_label(running)}**…")
@@ -253,7 +264,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     note, loaded)
 
         settings_inputs = [prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
-                           decoupled, seed, session, adaptive, lookup]
+                           decoupled, seed, session, adaptive, lookup, lookup_runs, lookup_max]
         gen = run.click(
             generate, settings_inputs, [*text_boxes, counters, summary_json, status, session],
             api_name="generate", concurrency_limit=1, concurrency_id="model", show_progress="minimal",

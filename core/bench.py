@@ -44,8 +44,10 @@ TREE_VARIANTS = ("fixed", "adaptive")  # tree size
 SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
 LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the tree, none, or alone when it copies
 VARIANTS = TREE_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS
-SIZED_VARIANT = re.compile(r"(lookup|runs)(\d{1,3})")  # lookup<N>: N tokens looked up; runs<N>: N runs after a full match
-VARIANT_HELP = ", ".join(VARIANTS) + ", lookup<N>, runs<N>"
+# lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs
+SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs)(\d{1,3})")
+SIZED_FIELDS = {"lookup": "lookup", "lookupmax": "lookup_max", "runs": "lookup_runs"}
+VARIANT_HELP = ", ".join(VARIANTS) + ", lookup<N>, lookupmax<N>, runs<N>"
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
 BASELINE = "none"
@@ -194,15 +196,15 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
             raise ValueError(f"{spec!r}: each variant after @ (joined by +) must be one of {VARIANT_HELP}")
         if sized:  # the tree's own range check, with the method named
             try:
-                TreeConfig(**{"lookup" if sized[1] == "lookup" else "lookup_runs": int(sized[2])})
+                TreeConfig(**{SIZED_FIELDS[sized[1]]: int(sized[2])})
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
-    groups = {TREE_VARIANTS: "", SCHEDULE_VARIANTS: "", LOOKUP_VARIANTS: "lookup", (): "runs"}  # group, sized prefix
-    for group, prefix in groups.items():
-        chosen = [v for v in variants if v in group or (prefix and SIZED_VARIANT.fullmatch(v) and v.startswith(prefix))]
+    groups = [TREE_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",), ("lookupmax<N>",), ("runs<N>",)]
+    for group in groups:
+        chosen = [v for v in variants if v in group or (SIZED_VARIANT.fullmatch(v) and
+                                                        f"{SIZED_VARIANT.fullmatch(v)[1]}<N>" in group)]
         if len(chosen) > 1:
-            names = ", ".join(group + ((f"{prefix}<N>",) if prefix else ()))
-            raise ValueError(f"{spec!r}: at most one of {names}")
+            raise ValueError(f"{spec!r}: at most one of {', '.join(group)}")
     return base, variants
 
 
@@ -221,7 +223,7 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
         if sized and sized[1] == "lookup":
             tree = replace(tree, lookup=int(sized[2]), lookup_alone=False)
         elif sized:
-            tree = replace(tree, lookup=tree.lookup or LOOKUP_TOKENS, lookup_runs=int(sized[2]))
+            tree = replace(tree, lookup=tree.lookup or LOOKUP_TOKENS, **{SIZED_FIELDS[sized[1]]: int(sized[2])})
         elif variant in TREE_VARIANTS:
             tree = replace(tree, adaptive=variant == "adaptive")
         elif variant in LOOKUP_VARIANTS:

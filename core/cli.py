@@ -8,7 +8,7 @@ import time
 from typing import Sequence
 
 from core.bench import add_parser as add_bench_parser
-from core.config import LOOKUP_RUNS, LOOKUP_TOKENS, ConfigError, EngineConfig, FallbackConfig, SamplingConfig, TreeConfig
+from core.config import LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, ConfigError, EngineConfig, FallbackConfig, SamplingConfig, TreeConfig
 from core.drafter import DrafterMismatchError
 from core.models import DEFAULT_TARGET, ModelSourceError
 from core.target import PromptError
@@ -47,6 +47,8 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
                    help="also verify up to N tokens that followed the last n-gram earlier in the context "
                         "(prompt lookup inside the draft tree); 0 = off")
     p.add_argument("--lookup-ngram", type=int, default=d.lookup_ngram, help="longest n-gram the lookup matches")
+    p.add_argument("--lookup-max", type=int, default=LOOKUP_MAX,
+                   help="while text is being copied (a whole run accepted), double the run length up to N tokens")
     p.add_argument("--lookup-runs", type=int, default=LOOKUP_RUNS,
                    help="distinct runs looked up after a full --lookup-ngram match (the most recent first)")
     p.add_argument("--lookup-alone", action="store_true",
@@ -61,7 +63,8 @@ def engine_config(args: argparse.Namespace, moe: bool) -> EngineConfig:
     return EngineConfig(
         tree=TreeConfig(top_k=args.tree_top_k, depth=args.depth, total_tokens=args.total_tokens,
                         schedule=schedule, decoupled=args.decoupled, adaptive=args.tree_size == "adaptive",
-                        lookup=args.lookup, lookup_ngram=args.lookup_ngram, lookup_runs=args.lookup_runs,
+                        lookup=args.lookup, lookup_max=args.lookup_max, lookup_ngram=args.lookup_ngram,
+                        lookup_runs=args.lookup_runs,
                         lookup_alone=args.lookup_alone),
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
         max_new_tokens=args.max_new_tokens,

@@ -1,8 +1,8 @@
 """Frozen, validated configuration records for the engine, the drafters and the sampler.
 
 Every config is a frozen dataclass that checks itself in ``__post_init__`` and raises
-``ConfigError`` with a message a user can act on. ``to_dict``/``from_dict`` give the
-plain-data form that is saved next to checkpoints, traces and benchmark results.
+``ConfigError`` with a message a user can act on. ``to_dict`` gives the plain-data form that
+is saved in traces and benchmark results.
 """
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def _is_int(value: Any) -> bool:
 
 LOOKUP_TOKENS = 10  # context-lookup run length where the CLI, app and bench turn lookup on
 LOOKUP_RUNS = 1  # runs looked up after a full n-gram match, there
+LOOKUP_MAX = 32  # the longest runs there, while the text is being copied (tuned: benchmarks/RESULTS.md)
+MAX_LOOKUP = 64  # the longest run any setting asks for
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class TreeConfig:
         earlier in the prompt or answer (prompt lookup inside the tree, see core.lookup); 0 = off. A
         shorter match (n-grams down to 1 are tried next) gets fewer: lookup x (n / lookup_ngram)^2.
         These nodes come on top of total_tokens and may reach below ``depth`` (never past the context).
+    lookup_max: while the text is being copied, look up more: after a cycle that accepted a whole run,
+        the next full match's runs are twice as long, up to this many tokens (back to ``lookup`` after a
+        cycle that did not); at most ``lookup`` (the default, 0) turns the growth off.
     lookup_ngram: the longest n-gram matched for the lookup.
     lookup_runs: after a full ``lookup_ngram`` match, look up this many distinct runs (the most recent
         occurrences first); a shorter match looks up one.
@@ -65,6 +70,7 @@ class TreeConfig:
     decoupled: bool = False
     adaptive: bool = False
     lookup: int = 0
+    lookup_max: int = 0
     lookup_ngram: int = 3
     lookup_runs: int = 1
     lookup_alone: bool = False
@@ -76,7 +82,10 @@ class TreeConfig:
             _is_int(self.total_tokens) and 1 <= self.total_tokens <= MAX_TREE_NODES,
             f"tree total_tokens must be an integer in 1..{MAX_TREE_NODES}, got {self.total_tokens!r}",
         )
-        _require(_is_int(self.lookup) and 0 <= self.lookup <= 32, f"tree lookup must be an integer in 0..32, got {self.lookup!r}")
+        _require(_is_int(self.lookup) and 0 <= self.lookup <= MAX_LOOKUP,
+                 f"tree lookup must be an integer in 0..{MAX_LOOKUP}, got {self.lookup!r}")
+        _require(_is_int(self.lookup_max) and 0 <= self.lookup_max <= MAX_LOOKUP,
+                 f"tree lookup_max must be an integer in 0..{MAX_LOOKUP}, got {self.lookup_max!r}")
         _require(_is_int(self.lookup_ngram) and 1 <= self.lookup_ngram <= 8,
                  f"tree lookup_ngram must be an integer in 1..8, got {self.lookup_ngram!r}")
         _require(_is_int(self.lookup_runs) and 1 <= self.lookup_runs <= 8,

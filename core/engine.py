@@ -16,7 +16,7 @@ import torch
 from core.config import EngineConfig, FallbackConfig, to_dict
 from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
-from core.lookup import LOOKUP_BRANCH, graft, look_up
+from core.lookup import LOOKUP_BRANCH, graft, look_up, next_run_length
 from core.policy import FallbackState, decide, record_step
 from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost, path_probs, prune_floor
 from core.target import PromptError, TargetModel
@@ -38,6 +38,8 @@ class _State:
     fallback: FallbackState
     calibration: Calibration = field(default_factory=Calibration)  # adaptive tree size only
     prompt_ids: list[int] = field(default_factory=list)  # the context lookup searches, with ``generated``
+    lookup_tokens: int = 0  # run length after a full n-gram match this cycle (grows while text is copied)
+    lookup_runs: list[list[int]] = field(default_factory=list)  # this cycle's looked-up runs
 
 
 class SpecDecoder:
@@ -95,6 +97,7 @@ class SpecDecoder:
         state = _State(
             cache=cache, root_pos=n, features=out.hidden, next_tokens=torch.tensor(prompt_ids[1:] + [first]),
             generated=[], forwards=1, fallback=FallbackState(), prompt_ids=list(prompt_ids),
+            lookup_tokens=cfg.tree.lookup,
         )
         emitted = self._emit(state, [first], cfg)
         ms = (self._clock() - t0) * 1e3
@@ -125,6 +128,8 @@ class SpecDecoder:
             state.calibration.update(predicted, len(own))
         keep_accepted(state.cache, state.root_pos, accepted)
         new_tokens = vtree.tokens[accepted[1:]].tolist() + [result.bonus_token]
+        if proposal is not None:
+            state.lookup_tokens = next_run_length(cfg.tree, state.lookup_tokens, state.lookup_runs, new_tokens[:-1])
         verified = out.hidden[accepted.to(out.hidden.device)]  # [len(accepted), H]
         if not drafted and self.proposer is not None:  # the drafter did not run: it catches up later
             state.features = torch.cat([state.features, verified])
@@ -149,8 +154,9 @@ class SpecDecoder:
         ``lookup_alone``, the looked-up runs alone when a longest n-gram match gave a full-length one. Returns
         the proposal, the drafter's predicted accepted length (adaptive only) and whether the drafter ran."""
         room = self.target.max_context - 2 - state.root_pos  # as deep as a drafted node may go here
-        ngram, runs = look_up(torch.tensor(state.prompt_ids + state.generated), cfg.tree, room)
-        if cfg.tree.lookup_alone and ngram == cfg.tree.lookup_ngram and len(runs[0]) == cfg.tree.lookup:
+        ngram, runs = look_up(torch.tensor(state.prompt_ids + state.generated), cfg.tree, room, state.lookup_tokens)
+        state.lookup_runs = runs
+        if cfg.tree.lookup_alone and ngram == cfg.tree.lookup_ngram and len(runs[0]) == state.lookup_tokens:
             return Proposal(tree=graft(assemble(int(state.next_tokens[-1]), [], 0), runs), forwards=0), 0.0, False
         floor = self._prune_floor(state) if cfg.tree.adaptive else 0.0
         proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree, floor)

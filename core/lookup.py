@@ -58,18 +58,27 @@ def continuations(context: torch.Tensor, hits: torch.Tensor, length: int, runs: 
     return found
 
 
-def look_up(context: torch.Tensor, tree: TreeConfig, room: int) -> tuple[int, list[list[int]]]:
+def look_up(context: torch.Tensor, tree: TreeConfig, room: int, tokens: int | None = None) -> tuple[int, list[list[int]]]:
     """The lookup ``tree`` asks for at the end of ``context``: (the matched n, its runs), each run at most ``room``
     tokens long (how deep a node may go before the context ends); (0, []) when nothing matches or it is off.
-    A full ``lookup_ngram`` match gets ``lookup_runs`` runs of ``lookup`` tokens; a shorter one a single, shorter
-    run (``run_length``)."""
+    A full ``lookup_ngram`` match gets ``lookup_runs`` runs of ``tokens`` (default ``tree.lookup``; more while the
+    text is being copied, see ``next_run_length``); a shorter one a single, shorter run (``run_length``)."""
     if not tree.lookup or room < 1:
         return 0, []
     n, hits = longest_match(context, tree.lookup_ngram)
     if not n:
         return 0, []
-    length = min(run_length(tree.lookup, n, tree.lookup_ngram), room)
-    return n, continuations(context, hits, length, tree.lookup_runs if n == tree.lookup_ngram else 1)
+    full = n == tree.lookup_ngram
+    length = min(tokens or tree.lookup if full else run_length(tree.lookup, n, tree.lookup_ngram), room)
+    return n, continuations(context, hits, length, tree.lookup_runs if full else 1)
+
+
+def next_run_length(tree: TreeConfig, current: int, runs: list[list[int]], accepted: list[int]) -> int:
+    """The run length after a full match for the next cycle: doubled, up to ``tree.lookup_max``, after a cycle
+    whose ``accepted`` draft tokens took a whole ``current``-token run (the text is being copied, and a longer
+    run lets one cycle copy more of it); back to ``tree.lookup`` after any other cycle."""
+    copied = any(len(run) == current and accepted[: len(run)] == run for run in runs)
+    return min(2 * current, max(tree.lookup_max, tree.lookup)) if copied else tree.lookup
 
 
 def graft(tree: DraftTree, runs: list[list[int]]) -> DraftTree:

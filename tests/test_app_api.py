@@ -53,6 +53,7 @@ def test_generate_streams_and_ends_with_the_complete_summary(client):
     ({"prompt": "   "}, "prompt is empty"),
     ({"lookup": 2.5}, "whole number"),
     ({"lookup": 99}, "greater than maximum"),
+    ({"lookup_runs": 0}, "less than minimum"),
 ])
 def test_invalid_settings_are_explained_not_crashed(client, kwargs, message):
     args = {"prompt": "Hi", "max_new_tokens": 4, "temperature": 0, **kwargs}

@@ -125,7 +125,7 @@ def _cli(*args):
         (["--prompt", "hi", "--top-p", "2"], "top_p"),
         (["--prompt", "hi", "--drafter", "/nonexistent/folder"], "unknown drafter"),
         (["--prompt", "hi", "--drafter", "eagle", "--schedule", "hybrid"], "MoE"),
-        (["--prompt", "hi", "--lookup", "-3"], "lookup must be an integer in 0..32"),
+        (["--prompt", "hi", "--lookup", "-3"], "lookup must be an integer in 0..64"),
         (["--prompt", "hi", "--lookup-runs", "99"], "lookup_runs must be an integer in 1..8"),
     ],
 )

@@ -163,7 +163,8 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
      (["jakiro@standard+hybrid"], "at most one of standard, hybrid"),
      (["hf-generate@fixed"], "only drafters"),
      (["jakiro@lookup12+nolookup"], "at most one of lookup, nolookup, lookupalone, lookup<N>"),
-     (["jakiro@runs2+runs3"], "at most one of runs<N>"), (["jakiro@lookup40"], "lookup must be an integer in 0..32"),
+     (["jakiro@runs2+runs3"], "at most one of runs<N>"), (["jakiro@lookup99"], "lookup must be an integer in 0..64"),
+     (["jakiro@lookupmax16+lookupmax8"], "at most one of lookupmax<N>"),
      (["jakiro@runs0"], "lookup_runs must be an integer in 1..8"), (["jakiro@runs"], "must be one of")],
 )
 def test_bad_methods(methods, message):
@@ -181,11 +182,12 @@ def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
 
 
 def test_lookup_variants_set_the_run_length_and_count(tiny_target, prompt_file):
-    specs = ["eagle@nolookup", "eagle@lookup16+runs3", "eagle@runs2", "none"]
+    specs = ["eagle@nolookup", "eagle@lookup16+runs3", "eagle@runs2+lookupmax24", "none"]
     report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2], EngineConfig(max_new_tokens=8),
                        progress=False, warmup=False)
     trees = {name: m["engine"]["tree"] for name, m in report["config"]["methods"].items() if name != "none"}
-    assert [(t["lookup"], t["lookup_runs"]) for t in trees.values()] == [(0, 1), (16, 3), (LOOKUP_TOKENS, 2)]
+    assert ([(t["lookup"], t["lookup_runs"], t["lookup_max"]) for t in trees.values()]
+            == [(0, 1, 0), (16, 3, 0), (LOOKUP_TOKENS, 2, 24)])
     assert all(report["results"][name]["match_rate"] == 1.0 for name in trees)
 
 

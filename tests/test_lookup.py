@@ -6,7 +6,8 @@ import torch
 
 from core.config import EngineConfig, SamplingConfig, TreeConfig
 from core.engine import SpecDecoder
-from core.lookup import LOOKUP_BRANCH, continuations, graft, longest_match, look_up, run_length
+from core.lookup import (LOOKUP_BRANCH, continuations, graft, longest_match, look_up, next_run_length,
+                         run_length)
 from core.registry import attach, random_drafter
 from core.trace import summarize
 from core.tree import Layer, assemble, kept_subtree
@@ -81,6 +82,35 @@ def test_graft_shares_the_drafted_prefix_and_appends_the_rest():
     via_cut = graft(tree, [[12]])
     assert via_cut.size - tree.size == 1 and via_cut.parents[-1] == 0 and not via_cut.kept[2]
     assert graft(tree, [[11, 13]]) is tree and graft(tree, []) is tree
+
+
+def test_runs_grow_while_the_text_is_copied():
+    tree = TreeConfig(lookup=8, lookup_max=20)
+    run = list(range(1, 9))
+    assert next_run_length(tree, 8, [[5], run], run + [9]) == 16  # a whole run accepted: copying, look further
+    assert next_run_length(tree, 16, [list(range(16))], list(range(16))) == 20  # capped
+    assert next_run_length(tree, 16, [list(range(16))], list(range(15))) == 8  # one short: back to the start
+    assert next_run_length(tree, 8, [run[:5]], run[:5]) == 8  # a run cut short (the context's end, a short match)
+    assert next_run_length(tree, 8, [], []) == 8
+    assert next_run_length(replace(tree, lookup_max=0), 8, [run], run) == 8  # no growth
+    context = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3])
+    assert look_up(context, tree, room=32, tokens=5) == (3, [[4, 5, 6, 7, 8]])
+
+
+def test_growing_runs_stay_lossless_and_grow(tiny_target):
+    """The random target's answers repeat, so whole runs get accepted and the next ones are longer."""
+    tree = TreeConfig(top_k=2, depth=2, total_tokens=4, lookup=4, lookup_max=16)
+    decoder = SpecDecoder(tiny_target, attach(random_drafter(tiny_target, "dense", seed=3), tiny_target, "dense"))
+    longest = 0
+    for prompt in PROMPTS:
+        plain = summarize(SpecDecoder(tiny_target).generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=64)))
+        records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=64, tree=tree))
+        assert summarize(records).text_tokens == plain.text_tokens
+        for r in records:
+            if r["type"] == "step":
+                depths = [n["depth"] for n in r["nodes"] if n["branch"] == LOOKUP_BRANCH]
+                longest = max([longest, *depths])
+    assert 4 < longest <= 16
 
 
 def test_graft_several_runs_share_their_common_prefix():
@@ -162,12 +192,14 @@ def test_lookup_also_runs_when_sampling(tiny_target):
     assert any(n["branch"] == LOOKUP_BRANCH for n in nodes)
 
 
-@pytest.mark.parametrize("bad", [-1, 33, 1.5])
+@pytest.mark.parametrize("bad", [-1, 65, 1.5])
 def test_bad_lookup_settings_are_refused(bad):
-    with pytest.raises(ValueError, match="lookup must be an integer in 0..32"):
+    with pytest.raises(ValueError, match="lookup must be an integer in 0..64"):
         TreeConfig(lookup=bad)
+    with pytest.raises(ValueError, match="lookup_max must be an integer in 0..64"):
+        TreeConfig(lookup_max=bad)
     with pytest.raises(ValueError, match="lookup_runs must be an integer in 1..8"):
-        TreeConfig(lookup_runs=bad if bad != 33 else 9)
+        TreeConfig(lookup_runs=bad if bad != 65 else 9)
 
 
 def test_lookup_stops_at_the_context_like_plain_decoding(tiny_target):
