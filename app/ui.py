@@ -105,19 +105,17 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                                              label="Total tokens (most nodes verified per cycle)")
                     adaptive = gr.Checkbox(value=DEFAULTS.adaptive, label="Adaptive tree size (verify only the "
                                            "nodes whose draft confidence pays for their measured cost here)")
-                    lookup = gr.Slider(0, 32, value=DEFAULTS.lookup, step=1,
-                                       label="Context lookup (also verify up to this many tokens that followed "
-                                             "the last 3 tokens earlier in the prompt or answer; fewer after a "
-                                             "1- or 2-token match; 0 = off)",
+                    lookup = gr.Slider(0, 32, value=DEFAULTS.lookup, step=1, label="Context lookup (tokens)",
+                                       info="Also verify the tokens that followed the last 3 tokens earlier in the "
+                                            "prompt or answer (fewer after a shorter match). 0 = off.",
                                        elem_id="lookup")
-                    lookup_max = gr.Slider(0, 64, value=DEFAULTS.lookup_max, step=1,
-                                           label="Lookup while copying (after a cycle that accepted a whole "
-                                                 "looked-up run, double the next one, up to this many tokens; "
-                                                 "at most the context lookup = no growth)",
+                    lookup_max = gr.Slider(0, 64, value=DEFAULTS.lookup_max, step=1, label="Lookup while copying",
+                                           info="After a cycle accepted a whole looked-up run, the next is twice as "
+                                                "long, up to this many tokens (at most the above: no growth).",
                                            elem_id="lookup-max")
-                    lookup_runs = gr.Slider(1, 8, value=DEFAULTS.lookup_runs, step=1,
-                                            label="Lookup runs (after a 3-token match, verify what followed "
-                                                  "its most recent occurrences, up to this many)",
+                    lookup_runs = gr.Slider(1, 8, value=DEFAULTS.lookup_runs, step=1, label="Lookup runs",
+                                            info="After a 3-token match, verify what followed up to this many of "
+                                                 "its earlier occurrences, the most recent first.",
                                             elem_id="lookup-runs")
                     schedule = gr.Radio(["hybrid", "standard"], value=DEFAULTS.schedule,
                                         label="Jakiro schedule (hybrid: last layer from the contrastive head)")
