@@ -8,7 +8,8 @@ import time
 from typing import Sequence
 
 from core.bench import add_parser as add_bench_parser
-from core.config import LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, ConfigError, EngineConfig, FallbackConfig, SamplingConfig, TreeConfig
+from core.config import (LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, ConfigError, EngineConfig, FallbackConfig,
+                         SamplingConfig, TreeConfig)
 from core.drafter import DrafterMismatchError
 from core.models import DEFAULT_TARGET, ModelSourceError
 from core.target import PromptError
@@ -64,8 +65,7 @@ def engine_config(args: argparse.Namespace, moe: bool) -> EngineConfig:
         tree=TreeConfig(top_k=args.tree_top_k, depth=args.depth, total_tokens=args.total_tokens,
                         schedule=schedule, decoupled=args.decoupled, adaptive=args.tree_size == "adaptive",
                         lookup=args.lookup, lookup_max=args.lookup_max, lookup_ngram=args.lookup_ngram,
-                        lookup_runs=args.lookup_runs,
-                        lookup_alone=args.lookup_alone),
+                        lookup_runs=args.lookup_runs, lookup_alone=args.lookup_alone),
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,

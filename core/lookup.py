@@ -3,7 +3,8 @@
 Prompt-lookup decoding guesses that text repeats: when the last n tokens (the root included) occurred
 before in the prompt or the answer so far, the tokens that followed them then are a cheap draft now.
 ``look_up`` finds that run (or several, after a long match); ``graft`` adds each to the drafter's tree below
-the root, sharing the nodes the drafter already proposed for the same tokens, so the target verifies both in one forward.
+the root, sharing the nodes the drafter already proposed for the same tokens, so the target verifies both in
+one forward. While whole runs are accepted (text being copied), ``next_run_length`` makes the next ones longer.
 
 The grafted nodes are deterministic candidates, like the drafter's top-k children: greedy verification
 accepts a token only where it is the target's argmax, and sampled verification (elimination, core.verify)

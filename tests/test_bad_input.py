@@ -45,6 +45,7 @@ def test_special_tokens_typed_by_user_stay_text(tiny_target):
         (dict(lookup=-1), "lookup"), (dict(lookup=10**9), "lookup"), (dict(lookup_ngram=0), "lookup_ngram"),
         (dict(lookup_alone="yes"), "lookup_alone"), (dict(lookup_runs=0), "lookup_runs"),
         (dict(lookup_runs=True), "lookup_runs"),
+        (dict(lookup_max=-1), "lookup_max"),
     ],
 )
 def test_invalid_tree(kwargs, message):
@@ -127,6 +128,7 @@ def _cli(*args):
         (["--prompt", "hi", "--drafter", "eagle", "--schedule", "hybrid"], "MoE"),
         (["--prompt", "hi", "--lookup", "-3"], "lookup must be an integer in 0..64"),
         (["--prompt", "hi", "--lookup-runs", "99"], "lookup_runs must be an integer in 1..8"),
+        (["--prompt", "hi", "--lookup-max", "99"], "lookup_max must be an integer in 0..64"),
     ],
 )
 def test_cli_errors_are_messages_not_tracebacks(tiny_target, args, message):
