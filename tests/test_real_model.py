@@ -4,7 +4,7 @@ import torch
 
 from tests.helpers import NO_FALLBACK
 
-from core.config import EngineConfig, TreeConfig
+from core.config import LOOKUP_MAX, EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.registry import build_proposer
 from core.trace import summarize
@@ -57,11 +57,14 @@ def test_context_lookup_is_lossless_and_pays_on_copying(real_target):
     decoder = SpecDecoder(real_target, build_proposer("eagle", real_target))
     taus = {}
     for lookup in (0, 10):
-        records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=40,
-                                                        tree=TreeConfig(lookup=lookup)), detail=False)
+        tree = TreeConfig(lookup=lookup, lookup_max=LOOKUP_MAX)  # the default: runs grow while copying
+        records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=40, tree=tree),
+                                   detail=False)
         summary = summarize(records)
         assert summary.text_tokens == plain_tokens
         taus[lookup] = summary.tau
         copied = sum(t["source"] == "lookup" for r in records if r["type"] == "step" for t in r["emitted"])
         assert (copied > 0) == (lookup > 0)
-    assert taus[10] > taus[0] + 1.0, taus  # measured: 1.7 -> 3.4
+    # measured: 1.89 -> 2.43 with release 4. The answer paraphrases, so many matches are 1-2 tokens long and get
+    # the shorter runs (release 3 with 10 tokens after every match: 1.7 -> 3.4; with the shorter runs: 2.83)
+    assert taus[10] > taus[0] + 0.4, taus
