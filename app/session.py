@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ class Engines:
 
     target: TargetModel
     decoders: dict[str, SpecDecoder]
+    # held while a decoder computes one record: a generation the user stopped may still be finishing its step
+    # in a worker thread when the next one starts on the same decoders (their drafter caches are shared)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def device(self) -> str:
@@ -123,6 +127,17 @@ def delete_session(session: Session | None) -> None:
         shutil.rmtree(session.folder, ignore_errors=True)
 
 
+def _one_step_at_a_time(stream: Iterator[dict], lock: threading.Lock) -> Iterator[dict]:
+    """``stream``'s records, each computed while holding ``lock`` (released between records, so a stream that
+    is never resumed holds nothing)."""
+    while True:
+        with lock:
+            record = next(stream, None)
+        if record is None:
+            return
+        yield record
+
+
 def run_all(
     engines: Engines, prompt: str, settings: Settings, session: Session, min_interval_s: float = 0.2
 ) -> Iterator[str]:
@@ -143,7 +158,7 @@ def run_all(
     last = 0.0
     for name, decoder in engines.decoders.items():
         records = session.traces[name]
-        for record in decoder.stream(prompt, configs[name]):
+        for record in _one_step_at_a_time(decoder.stream(prompt, configs[name]), engines.lock):
             records.append(record)
             now = time.perf_counter()
             if now - last >= min_interval_s:

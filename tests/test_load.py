@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -193,3 +194,28 @@ def test_uploaded_traces_are_validated_as_data(tmp_path, monkeypatch):
         load_session([str(good)])
     monkeypatch.undo()
     assert list(load_session([str(good)]).traces) == ["jakiro"]
+
+
+def test_a_stopped_generations_last_step_finishes_before_the_next_starts():
+    """Stopping a generation leaves its current step running in a worker thread; the next generation on the same
+    (shared) decoders must not start a step until it is done, or both would use one drafter cache."""
+    lock, events = threading.Lock(), []
+    in_step = threading.Event()
+
+    def slow_stream(name: str, steps: int):
+        for i in range(steps):
+            events.append(f"{name}{i} start")
+            in_step.set()
+            time.sleep(0.2)
+            events.append(f"{name}{i} end")
+            yield i
+
+    stopped = app_session._one_step_at_a_time(slow_stream("a", 5), lock)
+    next(stopped)
+    in_step.clear()
+    worker = threading.Thread(target=next, args=(stopped,))  # the step a stop catches mid-way
+    worker.start()
+    in_step.wait(5)
+    assert list(app_session._one_step_at_a_time(slow_stream("b", 2), lock)) == [0, 1]
+    worker.join()
+    assert events == ["a0 start", "a0 end", "a1 start", "a1 end", "b0 start", "b0 end", "b1 start", "b1 end"]
