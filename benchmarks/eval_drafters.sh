@@ -9,8 +9,6 @@ TAG="${TAG:-v4}"
 MT=writing,roleplay,reasoning,math,coding,extraction,stem,humanities
 REST=translation,summarization,qa,math_reasoning,rag
 out="${OUT:-benchmarks/results}"; mkdir -p "$out"
-# COMPARE: more methods for runs 1 and 2, e.g. the previous release's folders (COMPARE=,/tmp/r3/jakiro-r3,...)
-COMPARE="${COMPARE:-}"
 STEPS="${STEPS:-1 2 3 4}"  # which of the runs below, e.g. STEPS="2 3 4"
 step() { [[ " $STEPS " == *" $1 "* ]]; }
 run() { .venv/bin/python -m core bench --prompts "$Q" --limit-per-category "$N" --max-new-tokens 128 "$@"; }
@@ -19,11 +17,11 @@ run() { .venv/bin/python -m core bench --prompts "$Q" --limit-per-category "$N" 
 #    contrastive last layer (@standard: one drafter forward more per cycle); plain decoding and HF's methods;
 #    fallback off, so these are the raw numbers
 step 1 && run --categories "$MT" --dtype bfloat16 --no-fallback \
-    --drafters jakiro,eagle,jakiro@nolookup,eagle@nolookup,jakiro@fixed+nolookup,eagle@fixed+nolookup,jakiro@fixed+standard+nolookup,none,hf-generate,hf-prompt-lookup"$COMPARE" \
+    --drafters jakiro,eagle,jakiro@nolookup,eagle@nolookup,jakiro@fixed+nolookup,eagle@fixed+nolookup,jakiro@fixed+standard+nolookup,none,hf-generate,hf-prompt-lookup \
     --json "$out/mtbench-bf16-$TAG.json" --markdown "$out/mtbench-bf16-$TAG.md"
 # 2. the other Spec-Bench categories (translation, summarization, QA, math reasoning, RAG)
 step 2 && run --categories "$REST" --dtype bfloat16 --no-fallback \
-    --drafters jakiro,eagle,jakiro@nolookup,eagle@nolookup,jakiro@fixed+nolookup,eagle@fixed+nolookup,none,hf-prompt-lookup"$COMPARE" \
+    --drafters jakiro,eagle,jakiro@nolookup,eagle@nolookup,jakiro@fixed+nolookup,eagle@fixed+nolookup,none,hf-prompt-lookup \
     --json "$out/specbench-rest-bf16-$TAG.json" --markdown "$out/specbench-rest-bf16-$TAG.md"
 # 3. temperature 1, fixed tree (tau), context lookup on
 step 3 && run --categories "$MT" --dtype bfloat16 --no-fallback --tree-size fixed --temperature 1.0 --drafters jakiro,eagle,jakiro@nolookup,eagle@nolookup,none \

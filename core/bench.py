@@ -200,9 +200,9 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
     groups = [TREE_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",), ("lookupmax<N>",), ("runs<N>",)]
+    kinds = [f"{m[1]}<N>" if (m := SIZED_VARIANT.fullmatch(v)) else v for v in variants]  # lookup24 -> lookup<N>
     for group in groups:
-        chosen = [v for v in variants if v in group or (SIZED_VARIANT.fullmatch(v) and
-                                                        f"{SIZED_VARIANT.fullmatch(v)[1]}<N>" in group)]
+        chosen = [v for v, kind in zip(variants, kinds) if kind in group]
         if len(chosen) > 1:
             raise ValueError(f"{spec!r}: at most one of {', '.join(group)}")
     return base, variants

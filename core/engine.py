@@ -39,8 +39,16 @@ class _State:
     calibration: Calibration = field(default_factory=Calibration)  # adaptive tree size only
     prompt_ids: list[int] = field(default_factory=list)  # the context lookup searches, with ``generated``
     lookup_tokens: int = 0  # run length after a full n-gram match this cycle (grows while text is copied)
-    lookup_runs: list[list[int]] = field(default_factory=list)  # this cycle's looked-up runs
 
+
+@dataclass
+class _Draft:
+    """One cycle's tree to verify, and what committing it needs to know."""
+
+    proposal: Proposal
+    runs: list[list[int]]  # the looked-up runs grafted into it
+    predicted: float = 0.0  # the drafter's predicted accepted length (adaptive only)
+    drafted: bool = True  # False when the looked-up runs were verified alone
 
 class SpecDecoder:
     """Speculative decoding of one target with one proposer (None = plain decoding)."""
@@ -109,12 +117,10 @@ class SpecDecoder:
         # 1. Draft: grow a token tree below the root from the last verified features (or decode plainly).
         mode, note = self._mode(state, cfg.fallback)
         t0 = self._clock()
-        proposal, predicted, drafted = None, 0.0, False
-        if mode == "spec":
-            proposal, predicted, drafted = self._draft(state, cfg, t0)
-            vtree = kept_subtree(proposal.tree)
-        else:
-            vtree = _root_only(int(state.next_tokens[-1]))
+        draft = self._draft(state, cfg, t0) if mode == "spec" else None
+        proposal = draft.proposal if draft else None
+        drafted = bool(draft and draft.drafted)
+        vtree = kept_subtree(proposal.tree) if proposal else _root_only(int(state.next_tokens[-1]))
         t1 = self._clock()
         # 2. Verify: one target forward over every kept node under the ancestor mask.
         mask = vtree.mask if vtree.size > 1 else None
@@ -125,11 +131,11 @@ class SpecDecoder:
         accepted = torch.tensor(result.accepted)
         if drafted and cfg.tree.adaptive:  # calibrate on the drafter's own nodes only
             own = [n for n in result.accepted[1:] if proposal.tree.branches[int(vtree.nodes[n])] != LOOKUP_BRANCH]
-            state.calibration.update(predicted, len(own))
+            state.calibration.update(draft.predicted, len(own))
         keep_accepted(state.cache, state.root_pos, accepted)
         new_tokens = vtree.tokens[accepted[1:]].tolist() + [result.bonus_token]
-        if proposal is not None:
-            state.lookup_tokens = next_run_length(cfg.tree, state.lookup_tokens, state.lookup_runs, new_tokens[:-1])
+        if draft is not None:
+            state.lookup_tokens = next_run_length(cfg.tree, state.lookup_tokens, draft.runs, new_tokens[:-1])
         verified = out.hidden[accepted.to(out.hidden.device)]  # [len(accepted), H]
         if not drafted and self.proposer is not None:  # the drafter did not run: it catches up later
             state.features = torch.cat([state.features, verified])
@@ -149,15 +155,14 @@ class SpecDecoder:
         record.note = note
         return record
 
-    def _draft(self, state: _State, cfg: EngineConfig, t0: float) -> tuple[Proposal, float, bool]:
+    def _draft(self, state: _State, cfg: EngineConfig, t0: float) -> _Draft:
         """This cycle's tree: the drafter's (sized when adaptive) with the context lookup grafted in; or, with
-        ``lookup_alone``, the looked-up runs alone when a longest n-gram match gave a full-length one. Returns
-        the proposal, the drafter's predicted accepted length (adaptive only) and whether the drafter ran."""
+        ``lookup_alone``, the looked-up runs alone when a longest n-gram match gave a full-length one."""
         room = self.target.max_context - 2 - state.root_pos  # as deep as a drafted node may go here
         ngram, runs = look_up(torch.tensor(state.prompt_ids + state.generated), cfg.tree, room, state.lookup_tokens)
-        state.lookup_runs = runs
         if cfg.tree.lookup_alone and ngram == cfg.tree.lookup_ngram and len(runs[0]) == state.lookup_tokens:
-            return Proposal(tree=graft(assemble(int(state.next_tokens[-1]), [], 0), runs), forwards=0), 0.0, False
+            alone = Proposal(tree=graft(assemble(int(state.next_tokens[-1]), [], 0), runs), forwards=0)
+            return _Draft(alone, runs, drafted=False)
         floor = self._prune_floor(state) if cfg.tree.adaptive else 0.0
         proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree, floor)
         predicted = 0.0
@@ -165,7 +170,7 @@ class SpecDecoder:
             proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
         if runs:
             proposal = replace(proposal, tree=graft(proposal.tree, runs))
-        return proposal, predicted, True
+        return _Draft(proposal, runs, predicted)
 
     def _prune_floor(self, state: _State) -> float:
         """Stop drafting below this path probability (0 until recent cycles give a speed to beat)."""

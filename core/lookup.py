@@ -70,7 +70,7 @@ def look_up(context: torch.Tensor, tree: TreeConfig, room: int, tokens: int | No
     if not n:
         return 0, []
     full = n == tree.lookup_ngram
-    length = min(tokens or tree.lookup if full else run_length(tree.lookup, n, tree.lookup_ngram), room)
+    length = min((tokens or tree.lookup) if full else run_length(tree.lookup, n, tree.lookup_ngram), room)
     return n, continuations(context, hits, length, tree.lookup_runs if full else 1)
 
 
