@@ -3,11 +3,12 @@
 Wraps the engine's parts in wall-clock timers (no change to the engine), generates on held-out
 training prompts (never the benchmark), and prints milliseconds per cycle for: drafter layer
 forwards, drafter lm_head + log-softmax, tree building (top-k, frontier, rerank, mask), target
-decoder forward, target lm_head, verification of the tree against the logits, KV-cache gather, and
-the rest (Python glue, embedding lookups, tensor bookkeeping). It also prints the ceiling
+decoder forward, target lm_head, verification of the tree against the logits, KV-cache gather, the
+context lookup (matching and grafting its runs), and the rest (Python glue, embedding lookups, tensor bookkeeping). It also prints the ceiling
 tau x (plain step) / (cycle) and how far the measured speed is from it.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/profile_cycle.py --drafter jakiro --prompts 6
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/profile_cycle.py --drafter jakiro --prompts 6 --adaptive
+    (the engine's defaults: add --adaptive; --no-lookup turns the context lookup off)
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core.drafting  # noqa: E402
 import core.engine  # noqa: E402
-from core.config import EngineConfig, FallbackConfig, TreeConfig  # noqa: E402
+from core.config import LOOKUP_MAX, LOOKUP_TOKENS, EngineConfig, FallbackConfig, TreeConfig  # noqa: E402
 from core.drafter import Drafter  # noqa: E402
 from core.engine import SpecDecoder  # noqa: E402
 from core.registry import build_proposer  # noqa: E402
@@ -63,6 +64,8 @@ def instrument(target: TargetModel) -> None:
     core.engine.kept_subtree = timed("tree building", core.engine.kept_subtree)
     core.engine.verify_tree = timed("verify tokens against logits", core.engine.verify_tree)
     core.engine.keep_accepted = timed("KV-cache gather + truncate", core.engine.keep_accepted)
+    core.engine.look_up = timed("context lookup + graft", core.engine.look_up)
+    core.engine.graft = timed("context lookup + graft", core.engine.graft)
     time_module("target decoder forward", target.decoder)
     time_module("target lm_head", target.lm_head)
 
@@ -75,11 +78,14 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--total-tokens", type=int, default=TreeConfig().total_tokens)
     p.add_argument("--adaptive", action="store_true")
+    p.add_argument("--no-lookup", action="store_true")
     args = p.parse_args()
     target = TargetModel.load("default", args.dtype)
     proposer = build_proposer(args.drafter, target)
     moe = proposer.drafter.cfg.is_moe
-    tree = TreeConfig(total_tokens=args.total_tokens, schedule="hybrid" if moe else "standard", adaptive=args.adaptive)
+    lookup = (0, 0) if args.no_lookup else (LOOKUP_TOKENS, LOOKUP_MAX)
+    tree = TreeConfig(total_tokens=args.total_tokens, schedule="hybrid" if moe else "standard", adaptive=args.adaptive,
+                      lookup=lookup[0], lookup_max=lookup[1])
     cfg = EngineConfig(tree=tree, max_new_tokens=args.max_new_tokens, fallback=FallbackConfig(enabled=False))
     spec, plain = SpecDecoder(target, proposer), SpecDecoder(target)
     prompts = heldout_prompts([ANSWERS / "answers", ANSWERS / "answers-broad"], limit=args.prompts + 1)

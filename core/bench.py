@@ -44,10 +44,11 @@ TREE_VARIANTS = ("fixed", "adaptive")  # tree size
 SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
 LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the tree, none, or alone when it copies
 VARIANTS = TREE_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS
-# lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs
-SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs)(\d{1,3})")
-SIZED_FIELDS = {"lookup": "lookup", "lookupmax": "lookup_max", "runs": "lookup_runs"}
-VARIANT_HELP = ", ".join(VARIANTS) + ", lookup<N>, lookupmax<N>, runs<N>"
+# lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
+# curve<N>: shorter matches look up lookup x (n / ngram)^N tokens
+SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve)(\d{1,3})")
+SIZED_FIELDS = {"lookup": "lookup", "lookupmax": "lookup_max", "runs": "lookup_runs", "curve": "lookup_curve"}
+VARIANT_HELP = ", ".join(VARIANTS) + ", lookup<N>, lookupmax<N>, runs<N>, curve<N>"
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
 BASELINE = "none"
@@ -199,7 +200,8 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
                 TreeConfig(**{SIZED_FIELDS[sized[1]]: int(sized[2])})
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
-    groups = [TREE_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",), ("lookupmax<N>",), ("runs<N>",)]
+    groups = [TREE_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",), ("lookupmax<N>",), ("runs<N>",),
+              ("curve<N>",)]
     kinds = [f"{m[1]}<N>" if (m := SIZED_VARIANT.fullmatch(v)) else v for v in variants]  # lookup24 -> lookup<N>
     for group in groups:
         chosen = [v for v, kind in zip(variants, kinds) if kind in group]

@@ -50,6 +50,8 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lookup-ngram", type=int, default=d.lookup_ngram, help="longest n-gram the lookup matches")
     p.add_argument("--lookup-max", type=int, default=LOOKUP_MAX,
                    help="while text is being copied (a whole run accepted), double the run length up to N tokens")
+    p.add_argument("--lookup-curve", type=int, default=d.lookup_curve,
+                   help="a k-token match shorter than --lookup-ngram looks up lookup x (k / ngram)^P tokens; 0 = all alike")
     p.add_argument("--lookup-runs", type=int, default=LOOKUP_RUNS,
                    help="distinct runs looked up after a full --lookup-ngram match (the most recent first)")
     p.add_argument("--lookup-alone", action="store_true",
@@ -65,6 +67,7 @@ def engine_config(args: argparse.Namespace, moe: bool) -> EngineConfig:
         tree=TreeConfig(top_k=args.tree_top_k, depth=args.depth, total_tokens=args.total_tokens,
                         schedule=schedule, decoupled=args.decoupled, adaptive=args.tree_size == "adaptive",
                         lookup=args.lookup, lookup_max=args.lookup_max, lookup_ngram=args.lookup_ngram,
+                        lookup_curve=args.lookup_curve,
                         lookup_runs=args.lookup_runs, lookup_alone=args.lookup_alone),
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
         max_new_tokens=args.max_new_tokens,

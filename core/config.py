@@ -51,8 +51,10 @@ class TreeConfig:
         verifying each extra node (see core.sizing); total_tokens is then the cap.
     lookup: also graft up to this many tokens that followed the context's last ``lookup_ngram`` tokens
         earlier in the prompt or answer (prompt lookup inside the tree, see core.lookup); 0 = off. A
-        shorter match (n-grams down to 1 are tried next) gets fewer: lookup x (n / lookup_ngram)^2.
+        shorter match (n-grams down to 1 are tried next) gets fewer: lookup x (n / lookup_ngram)^lookup_curve.
         These nodes come on top of total_tokens and may reach below ``depth`` (never past the context).
+    lookup_curve: the power p of that shortening, lookup x (n / lookup_ngram)^p; 0 gives every match
+        ``lookup`` tokens.
     lookup_max: while the text is being copied, look up more: after a cycle that accepted a whole run,
         the next full match's runs are twice as long, up to this many tokens (back to ``lookup`` after a
         cycle that did not); at most ``lookup`` (the default, 0) turns the growth off.
@@ -72,6 +74,7 @@ class TreeConfig:
     lookup: int = 0
     lookup_max: int = 0
     lookup_ngram: int = 3
+    lookup_curve: int = 2
     lookup_runs: int = 1
     lookup_alone: bool = False
 
@@ -88,6 +91,8 @@ class TreeConfig:
                  f"tree lookup_max must be an integer in 0..{MAX_LOOKUP}, got {self.lookup_max!r}")
         _require(_is_int(self.lookup_ngram) and 1 <= self.lookup_ngram <= 8,
                  f"tree lookup_ngram must be an integer in 1..8, got {self.lookup_ngram!r}")
+        _require(_is_int(self.lookup_curve) and 0 <= self.lookup_curve <= 4,
+                 f"tree lookup_curve must be an integer in 0..4, got {self.lookup_curve!r}")
         _require(_is_int(self.lookup_runs) and 1 <= self.lookup_runs <= 8,
                  f"tree lookup_runs must be an integer in 1..8, got {self.lookup_runs!r}")
         _require(isinstance(self.lookup_alone, bool), f"tree lookup_alone must be true or false, got {self.lookup_alone!r}")

@@ -22,13 +22,13 @@ from core.tree import DraftTree
 LOOKUP_BRANCH = "lookup"
 
 
-def run_length(tokens: int, n: int, max_ngram: int) -> int:
+def run_length(tokens: int, n: int, max_ngram: int, power: int = 2) -> int:
     """Tokens to look up after an n-gram match when a full ``max_ngram`` match gets ``tokens``: a shorter match
-    is weaker evidence, so it gets tokens x (n / max_ngram)^2, at least one. Replaying the lookup over the target's
-    own answers to training prompts (benchmarks/lookup_sim.py) found a run's k-th token accepted often enough to
-    pay for its verification up to k ~ 4 after 1-token matches, ~12 after 2-token ones and past 24 after 3-token
-    ones, about this curve."""
-    return max(1, round(tokens * (n / max_ngram) ** 2))
+    is weaker evidence, so it gets tokens x (n / max_ngram)^power, at least one. Replaying the lookup over the
+    target's own answers to training prompts (benchmarks/lookup_sim.py) found a run's k-th token accepted often
+    enough to pay for its verification up to k ~ 4 after 1-token matches, ~12 after 2-token ones and past 24 after
+    3-token ones, about the curve of power 2 (the default); power 0 gives every match ``tokens``."""
+    return max(1, round(tokens * (n / max_ngram) ** power))
 
 
 def longest_match(context: torch.Tensor, max_ngram: int, min_ngram: int = 1) -> tuple[int, torch.Tensor]:
@@ -63,14 +63,14 @@ def look_up(context: torch.Tensor, tree: TreeConfig, room: int, tokens: int | No
     """The lookup ``tree`` asks for at the end of ``context``: (the matched n, its runs), each run at most ``room``
     tokens long (how deep a node may go before the context ends); (0, []) when nothing matches or it is off.
     A full ``lookup_ngram`` match gets ``lookup_runs`` runs of ``tokens`` (default ``tree.lookup``; more while the
-    text is being copied, see ``next_run_length``); a shorter one a single, shorter run (``run_length``)."""
+    text is being copied, see ``next_run_length``); a shorter one a single, shorter run (``run_length``, ``tree.lookup_curve``)."""
     if not tree.lookup or room < 1:
         return 0, []
     n, hits = longest_match(context, tree.lookup_ngram)
     if not n:
         return 0, []
     full = n == tree.lookup_ngram
-    length = min((tokens or tree.lookup) if full else run_length(tree.lookup, n, tree.lookup_ngram), room)
+    length = min((tokens or tree.lookup) if full else run_length(tree.lookup, n, tree.lookup_ngram, tree.lookup_curve), room)
     return n, continuations(context, hits, length, tree.lookup_runs if full else 1)
 
 

@@ -165,7 +165,8 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
      (["jakiro@lookup12+nolookup"], "at most one of lookup, nolookup, lookupalone, lookup<N>"),
      (["jakiro@runs2+runs3"], "at most one of runs<N>"), (["jakiro@lookup99"], "lookup must be an integer in 0..64"),
      (["jakiro@lookupmax16+lookupmax8"], "at most one of lookupmax<N>"),
-     (["jakiro@runs0"], "lookup_runs must be an integer in 1..8"), (["jakiro@runs"], "must be one of")],
+     (["jakiro@runs0"], "lookup_runs must be an integer in 1..8"), (["jakiro@runs"], "must be one of"),
+     (["jakiro@curve5"], "lookup_curve must be an integer in 0..4"), (["jakiro@curve0+curve1"], "at most one of curve<N>")],
 )
 def test_bad_methods(methods, message):
     with pytest.raises(ValueError, match=message):
@@ -182,12 +183,12 @@ def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
 
 
 def test_lookup_variants_set_the_run_length_and_count(tiny_target, prompt_file):
-    specs = ["eagle@nolookup", "eagle@lookup16+runs3", "eagle@runs2+lookupmax24", "none"]
+    specs = ["eagle@nolookup", "eagle@lookup16+runs3", "eagle@runs2+lookupmax24", "eagle@curve0", "none"]
     report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2], EngineConfig(max_new_tokens=8),
                        progress=False, warmup=False)
     trees = {name: m["engine"]["tree"] for name, m in report["config"]["methods"].items() if name != "none"}
-    assert ([(t["lookup"], t["lookup_runs"], t["lookup_max"]) for t in trees.values()]
-            == [(0, 1, 0), (16, 3, 0), (LOOKUP_TOKENS, 2, 24)])
+    assert ([(t["lookup"], t["lookup_runs"], t["lookup_max"], t["lookup_curve"]) for t in trees.values()]
+            == [(0, 1, 0, 2), (16, 3, 0, 2), (LOOKUP_TOKENS, 2, 24, 2), (LOOKUP_TOKENS, 1, 0, 0)])
     assert all(report["results"][name]["match_rate"] == 1.0 for name in trees)
 
 

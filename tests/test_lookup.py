@@ -58,6 +58,10 @@ def test_shorter_matches_look_up_fewer_tokens_and_one_run():
     assert look_up(context, replace(tree, lookup=0), room=32) == (0, [])
     short = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 8, 6])  # "6" seen once, "8 6" never: a 1-gram match
     assert look_up(short, tree, room=32) == (1, [[7]])  # 9 x (1/3)^2 = 1 token, one run
+    assert look_up(short, replace(tree, lookup_curve=1), room=32) == (1, [[7, 8, 9]])  # 9 x 1/3
+    assert look_up(short, replace(tree, lookup_curve=0), room=32) == (1, [[7, 8, 9, 3, 8, 6]])  # all 9, cut by the end
+    assert [run_length(24, n, 3, 0) for n in (1, 2, 3)] == [24, 24, 24]
+    assert [run_length(24, n, 3, 1) for n in (1, 2, 3)] == [8, 16, 24]
 
 
 def _layer(parents, tokens, logp):
