@@ -41,9 +41,10 @@ from core.trace import summarize
 
 ENGINE_METHODS = ("jakiro", "eagle", "none")
 TREE_VARIANTS = ("fixed", "adaptive")  # tree size
+STOP_VARIANTS = ("layerstop", "nolayerstop")  # adaptive drafting also skips a layer that cannot pay for its forward
 SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
 LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the tree, none, or alone when it copies
-VARIANTS = TREE_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS
+VARIANTS = TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
 # curve<N>: shorter matches look up lookup x (n / ngram)^N tokens
 SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve)(\d{1,3})")
@@ -200,7 +201,7 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
                 TreeConfig(**{SIZED_FIELDS[sized[1]]: int(sized[2])})
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
-    groups = [TREE_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",), ("lookupmax<N>",), ("runs<N>",),
+    groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",), ("lookupmax<N>",), ("runs<N>",),
               ("curve<N>",)]
     kinds = [f"{m[1]}<N>" if (m := SIZED_VARIANT.fullmatch(v)) else v for v in variants]  # lookup24 -> lookup<N>
     for group in groups:
@@ -218,7 +219,7 @@ def method_name(spec: str) -> str:
 
 
 def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> EngineConfig:
-    """``cfg`` with the tree size, schedule and lookup the variants name (a dense drafter has no schedule to set)."""
+    """``cfg`` with the tree size, layer stop, schedule and lookup the variants name (a dense drafter has no schedule to set)."""
     tree = cfg.tree
     for variant in variants:
         sized = SIZED_VARIANT.fullmatch(variant)
@@ -228,6 +229,8 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
             tree = replace(tree, lookup=tree.lookup or LOOKUP_TOKENS, **{SIZED_FIELDS[sized[1]]: int(sized[2])})
         elif variant in TREE_VARIANTS:
             tree = replace(tree, adaptive=variant == "adaptive")
+        elif variant in STOP_VARIANTS:
+            tree = replace(tree, layer_stop=variant == "layerstop")
         elif variant in LOOKUP_VARIANTS:
             tree = replace(tree, lookup=(tree.lookup or LOOKUP_TOKENS) if variant != "nolookup" else 0,
                            lookup_alone=variant == "lookupalone")

@@ -44,6 +44,9 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoupled", action="store_true", help="siblings from the union of the experts' proposals")
     p.add_argument("--tree-size", choices=["adaptive", "fixed"], default="adaptive",
                    help="adaptive: verify only the nodes that pay on this machine (--total-tokens is the cap)")
+    p.add_argument("--no-layer-stop", action="store_true",
+                   help="adaptive trees: draft every layer some node could pay for, even when the layer cannot pay "
+                        "for its drafter forward")
     p.add_argument("--lookup", type=int, default=LOOKUP_TOKENS,
                    help="also verify up to N tokens that followed the last n-gram earlier in the context "
                         "(prompt lookup inside the draft tree); 0 = off")
@@ -66,6 +69,7 @@ def engine_config(args: argparse.Namespace, moe: bool) -> EngineConfig:
     return EngineConfig(
         tree=TreeConfig(top_k=args.tree_top_k, depth=args.depth, total_tokens=args.total_tokens,
                         schedule=schedule, decoupled=args.decoupled, adaptive=args.tree_size == "adaptive",
+                        layer_stop=not args.no_layer_stop,
                         lookup=args.lookup, lookup_max=args.lookup_max, lookup_ngram=args.lookup_ngram,
                         lookup_curve=args.lookup_curve,
                         lookup_runs=args.lookup_runs, lookup_alone=args.lookup_alone),

@@ -49,6 +49,9 @@ class TreeConfig:
     adaptive: verify, of the total_tokens best nodes, only as many as pay on this machine: the
         drafter's path probabilities (calibrated on what was accepted) against the measured cost of
         verifying each extra node (see core.sizing); total_tokens is then the cap.
+    layer_stop: adaptive trees also skip a drafter forward whose layer is not expected to accept enough
+        tokens to pay for it (see core.sizing.layer_gain); off, drafting stops only once no frontier node
+        could pay for its own verification.
     lookup: also graft up to this many tokens that followed the context's last ``lookup_ngram`` tokens
         earlier in the prompt or answer (prompt lookup inside the tree, see core.lookup); 0 = off. A
         shorter match (n-grams down to 1 are tried next) gets fewer: lookup x (n / lookup_ngram)^lookup_curve.
@@ -71,6 +74,7 @@ class TreeConfig:
     schedule: Schedule = "standard"
     decoupled: bool = False
     adaptive: bool = False
+    layer_stop: bool = True
     lookup: int = 0
     lookup_max: int = 0
     lookup_ngram: int = 3
@@ -95,6 +99,7 @@ class TreeConfig:
                  f"tree lookup_curve must be an integer in 0..4, got {self.lookup_curve!r}")
         _require(_is_int(self.lookup_runs) and 1 <= self.lookup_runs <= 8,
                  f"tree lookup_runs must be an integer in 1..8, got {self.lookup_runs!r}")
+        _require(isinstance(self.layer_stop, bool), f"tree layer_stop must be true or false, got {self.layer_stop!r}")
         _require(isinstance(self.lookup_alone, bool), f"tree lookup_alone must be true or false, got {self.lookup_alone!r}")
         _require(self.schedule in ("standard", "hybrid"), f"tree schedule must be 'standard' or 'hybrid', got {self.schedule!r}")
         _require(

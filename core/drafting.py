@@ -22,6 +22,7 @@ import torch
 
 from core.config import TreeConfig
 from core.drafter import Drafter, DrafterOutput
+from core.sizing import DraftStop, layer_gain
 from core.tree import DraftTree, Layer, assemble, depths_of, select_frontier, top_children
 
 Embed = Callable[[torch.Tensor], torch.Tensor]  # [n] token ids -> [n, H]
@@ -69,10 +70,10 @@ class Proposer(Protocol):
         next_tokens: torch.Tensor,  # [m] the token that followed each of them (the last is the root)
         root_pos: int,  # position of the root token
         tree: TreeConfig,
-        min_path_prob: float = 0.0,
+        stop: DraftStop = DraftStop(),
     ) -> Proposal:
-        """Draft a tree below the root ``next_tokens[-1]``; stop growing it once no frontier node's path
-        probability reaches ``min_path_prob`` (children are never likelier than their parent)."""
+        """Draft a tree below the root ``next_tokens[-1]``; stop growing it early as ``stop`` says (children are
+        never likelier than their parent)."""
 
 
 @dataclass
@@ -136,7 +137,7 @@ class FeatureProposer:
 
     @torch.inference_mode()
     def propose(self, features: torch.Tensor, next_tokens: torch.Tensor, root_pos: int, tree: TreeConfig,
-                min_path_prob: float = 0.0) -> Proposal:
+                stop: DraftStop = DraftStop()) -> Proposal:
         self.check_tree(tree)
         m = next_tokens.numel()
         self.cache.crop(root_pos - m)
@@ -150,16 +151,21 @@ class FeatureProposer:
         forwards = 1
         layers = [self._children(cycle, [0], torch.zeros(1), tree, contrastive=False)]
         cycle.add(layers[-1])
-        offset = 1
+        offset, previous_mass = 1, 1.0
         # 2. Expand: pick the frontier in the last layer, feed it, score its children.
         for depth in range(2, tree.depth + 1):
             last = layers[-1]
             pick = select_frontier(last.scores, tree.top_k)  # [f] indices into the last layer
-            if min_path_prob > 0 and float(last.scores[pick].max().exp()) < min_path_prob:
+            probs = last.scores[pick].exp()  # [f] the frontier's path probabilities
+            if float(probs.max()) < stop.min_path_prob:
                 break  # no child could pay for its verification
+            contrastive = tree.schedule == "hybrid" and depth == tree.depth
+            mass = float(probs.sum())
+            if not contrastive and layer_gain(mass, previous_mass) < stop.min_layer_gain:
+                break  # the next layer could not pay for the forward that drafts it
+            previous_mass = mass
             frontier = [offset + int(i) for i in pick]
             offset += last.tokens.numel()
-            contrastive = tree.schedule == "hybrid" and depth == tree.depth
             if not contrastive:
                 self._feed(cycle, frontier)
                 forwards += 1

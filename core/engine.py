@@ -18,7 +18,8 @@ from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
 from core.lookup import LOOKUP_BRANCH, graft, look_up, next_run_length
 from core.policy import FallbackState, decide, record_step
-from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost, path_probs, prune_floor
+from core.sizing import (Calibration, CostModel, DraftStop, best_size, fit_cost, layer_floor, measure_verify_cost,
+                         path_probs, prune_floor)
 from core.target import PromptError, TargetModel
 from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
 from core.tree import DraftTree, VerifyTree, assemble, keep_best, kept_subtree
@@ -39,6 +40,8 @@ class _State:
     calibration: Calibration = field(default_factory=Calibration)  # adaptive tree size only
     prompt_ids: list[int] = field(default_factory=list)  # the context lookup searches, with ``generated``
     lookup_tokens: int = 0  # run length after a full n-gram match this cycle (grows while text is copied)
+    propose_ms: float = 0.0  # drafting time (adaptive trees only) in this generation ...
+    proposed_forwards: int = 0  # ... and the drafter forwards it made: the cost of one forward here
 
 
 @dataclass
@@ -163,21 +166,29 @@ class SpecDecoder:
         if cfg.tree.lookup_alone and ngram == cfg.tree.lookup_ngram and len(runs[0]) == state.lookup_tokens:
             alone = Proposal(tree=graft(assemble(int(state.next_tokens[-1]), [], 0), runs), forwards=0)
             return _Draft(alone, runs, drafted=False)
-        floor = self._prune_floor(state) if cfg.tree.adaptive else 0.0
-        proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree, floor)
+        stop = self._draft_stop(state, cfg.tree.layer_stop) if cfg.tree.adaptive else DraftStop()
+        t_propose = self._clock()
+        proposal = self.proposer.propose(state.features, state.next_tokens, state.root_pos, cfg.tree, stop)
         predicted = 0.0
         if cfg.tree.adaptive:
+            state.propose_ms += (self._clock() - t_propose) * 1e3
+            state.proposed_forwards += proposal.forwards
             proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
         if runs:
             proposal = replace(proposal, tree=graft(proposal.tree, runs))
         return _Draft(proposal, runs, predicted)
 
-    def _prune_floor(self, state: _State) -> float:
-        """Stop drafting below this path probability (0 until recent cycles give a speed to beat)."""
+    def _draft_stop(self, state: _State, layers: bool) -> DraftStop:
+        """When drafting stops: below the path probability a node needs to pay for its verification, and the
+        expected tokens a layer needs to pay for its drafter forward (if ``layers``), at the speed recent cycles reached (no early
+        stop until they give a speed to beat)."""
         ms = sum(state.fallback.spec_ms)
         if ms <= 0:
-            return 0.0
-        return prune_floor(self.verify_cost(), sum(state.fallback.spec_tokens) / ms, state.calibration.ratio)
+            return DraftStop()
+        tokens_per_ms, ratio = sum(state.fallback.spec_tokens) / ms, state.calibration.ratio
+        forward_ms = state.propose_ms / max(state.proposed_forwards, 1)
+        return DraftStop(min_path_prob=prune_floor(self.verify_cost(), tokens_per_ms, ratio),
+                         min_layer_gain=layer_floor(forward_ms, tokens_per_ms, ratio) if layers else 0.0)
 
     def _size(self, proposal: Proposal, calibration: Calibration, draft_ms: float) -> tuple[Proposal, float]:
         """Keep only the best nodes worth verifying (core.sizing); also returns their summed path probability."""

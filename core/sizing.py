@@ -7,7 +7,9 @@ calibration from what verification actually accepted in this generation. A cycle
 already spent plus the verification of T + 1 tokens, which is measured on this machine:
 verify_ms(n) = fixed_ms + per_node_ms * n (a least-squares line through timed target forwards).
 The best T maximises tokens per millisecond, (1 + E(T)) / (draft_ms + verify_ms(T + 1)); and the
-tree stops growing once no frontier node could pay for itself (``prune_floor``), saving drafter forwards.
+tree stops growing (``DraftStop``) once no frontier node could pay for its own verification
+(``prune_floor``), or once the next layer's expected tokens (``layer_gain``) could not pay for the
+drafter forward that drafts it (``layer_floor``), saving drafter forwards.
 
 Any subtree that keeps every kept node's ancestors is verified exactly, so sizing is lossless; the
 T best nodes by cumulative score always include their ancestors (a child never outscores its parent).
@@ -107,6 +109,27 @@ def best_size(probs: torch.Tensor, cost: CostModel, draft_ms: float, ratio: floa
     expected = 1 + ratio * torch.cat([torch.zeros(1, dtype=torch.float64), probs[:cap].double().cumsum(0)])
     ms = draft_ms + cost.fixed_ms + cost.per_node_ms * sizes
     return int((expected / ms).argmax())
+
+
+@dataclass(frozen=True)
+class DraftStop:
+    """When the drafter stops growing this cycle's tree (all zeros: it drafts the full tree)."""
+
+    min_path_prob: float = 0.0  # stop once no frontier node's path probability reaches this (``prune_floor``)
+    min_layer_gain: float = 0.0  # skip a drafter forward whose ``layer_gain`` is below this (``layer_floor``)
+
+
+def layer_gain(mass: float, previous_mass: float) -> float:
+    """Expected draft tokens (before calibration) that one more drafter forward adds: the frontier's summed path
+    probability ``mass``, shrunk by the factor it shrank by over the last layer (from ``previous_mass``; the root's
+    is 1). Measured on held-out training prompts with Jakiro release 4, the accepted tokens at and below the next
+    layer were 1-2x this estimate (the calibration ratio corrects the drafter's underconfidence)."""
+    return mass * mass / max(previous_mass, 1e-9)
+
+
+def layer_floor(forward_ms: float, tokens_per_ms: float, ratio: float) -> float:
+    """The ``layer_gain`` below which a drafter forward of ``forward_ms`` cannot pay at the current speed."""
+    return forward_ms * tokens_per_ms / max(ratio, 1e-6)
 
 
 def prune_floor(cost: CostModel, tokens_per_ms: float, ratio: float) -> float:

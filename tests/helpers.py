@@ -13,6 +13,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from core.config import TreeConfig
 from core.policy import FallbackConfig
 from core.drafting import Proposal
+from core.sizing import DraftStop
 from core.models import resolve_target
 from core.target import TargetModel
 from core.tree import Layer, assemble
@@ -65,7 +66,7 @@ class OracleProposer:
         pass
 
     @torch.inference_mode()
-    def propose(self, features, next_tokens, root_pos, tree: TreeConfig, min_path_prob: float = 0.0) -> Proposal:
+    def propose(self, features, next_tokens, root_pos, tree: TreeConfig, stop: DraftStop = DraftStop()) -> Proposal:
         self.context = self.context[: root_pos - next_tokens.numel() + 1] + next_tokens.tolist()
         seq = list(self.context)
         layers, parent = [], 0

@@ -158,7 +158,7 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
 @pytest.mark.parametrize(
     "methods, message",
     [(["none", "medusa"], "unknown method 'medusa'"), ([], "no methods"), (["none", "none"], "more than once"),
-     (["jakiro@huge"], "must be one of fixed, adaptive, standard, hybrid"), (["none@adaptive"], "only drafters"),
+     (["jakiro@huge"], "must be one of fixed, adaptive, layerstop, nolayerstop, standard, hybrid"), (["none@adaptive"], "only drafters"),
      (["jakiro@fixed+adaptive"], "at most one of fixed, adaptive"),
      (["jakiro@standard+hybrid"], "at most one of standard, hybrid"),
      (["hf-generate@fixed"], "only drafters"),
@@ -174,12 +174,16 @@ def test_bad_methods(methods, message):
 
 
 def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
-    report = run_bench(tiny_target, ["eagle@fixed", "eagle@adaptive", "none"], load_prompts(prompt_file)[:2],
+    specs = ["eagle@fixed", "eagle@adaptive", "eagle@adaptive+nolayerstop", "none"]
+    report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2],
                        EngineConfig(max_new_tokens=8), progress=False, warmup=False)
     methods = report["config"]["methods"]
     assert methods["eagle@fixed"]["engine"]["tree"]["adaptive"] is False
     assert methods["eagle@adaptive"]["engine"]["tree"]["adaptive"] is True
+    assert methods["eagle@adaptive"]["engine"]["tree"]["layer_stop"] is True
+    assert methods["eagle@adaptive+nolayerstop"]["engine"]["tree"]["layer_stop"] is False
     assert report["results"]["eagle@adaptive"]["match_rate"] == 1.0
+    assert report["results"]["eagle@adaptive+nolayerstop"]["match_rate"] == 1.0
 
 
 def test_lookup_variants_set_the_run_length_and_count(tiny_target, prompt_file):

@@ -5,7 +5,8 @@ import torch
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.registry import attach, random_drafter
-from core.sizing import Calibration, CostModel, best_size, fit_cost, measure_verify_cost, prune_floor
+from core.sizing import (Calibration, CostModel, DraftStop, best_size, fit_cost, layer_floor, layer_gain,
+                         measure_verify_cost, prune_floor)
 from core.trace import summarize
 from core.tree import keep_best
 from tests.helpers import NO_FALLBACK, OracleProposer
@@ -104,3 +105,30 @@ def test_prune_floor_and_early_stop(tiny_target):
     steps = [r for r in records if r.get("kind") == "spec"]
     assert steps[0]["drafter_forwards"] == 3  # no speed measured yet: the full hybrid tree
     assert all(r["drafter_forwards"] == 1 and r["tree_nodes"] == 0 for r in steps[1:])
+
+
+def test_layer_gain_and_floor():
+    assert layer_gain(0.5, 1.0) == pytest.approx(0.25)  # the frontier kept half the mass: half of it again
+    assert layer_gain(0.2, 0.8) == pytest.approx(0.05)
+    assert layer_floor(2.0, 0.05, 1.0) == pytest.approx(0.1)  # a 2 ms forward at 0.05 tokens/ms must bring 0.1
+    assert layer_floor(2.0, 0.05, 2.0) == pytest.approx(0.05)  # an underconfident drafter's estimate counts double
+
+
+@pytest.mark.parametrize("schedule, depth, forwards, layers", [("hybrid", 4, 1, 1), ("hybrid", 2, 1, 2),
+                                                              ("standard", 3, 1, 1)])
+def test_a_layer_that_cannot_pay_for_its_forward_is_not_drafted(tiny_target, schedule, depth, forwards, layers):
+    """With a gain floor no layer reaches, only the catch-up forward runs; the hybrid schedule's contrastive
+    last layer needs no forward, so it is still drafted right after it."""
+    proposer = attach(random_drafter(tiny_target, "moe", seed=3), tiny_target, "moe")
+    ids = tiny_target.encode_chat("Tell me a story.")
+    proposer.reset(ids)
+    out = tiny_target.forward(torch.tensor(ids), torch.arange(len(ids)), tiny_target.new_cache())
+    tree = TreeConfig(top_k=3, depth=depth, total_tokens=12, schedule=schedule)
+    args = (out.hidden, torch.tensor(ids[1:] + [5]), len(ids), tree)
+    full = proposer.propose(*args)
+    proposer.reset(ids)
+    cut = proposer.propose(*args, DraftStop(min_layer_gain=2.0))  # a layer's gain never exceeds its mass <= 1
+    assert full.forwards == depth - (schedule == "hybrid") and cut.forwards == forwards
+    assert int(cut.tree.depths.max()) == layers
+    proposer.reset(ids)
+    assert proposer.propose(*args, DraftStop(min_layer_gain=1e-12)).forwards == full.forwards
