@@ -179,9 +179,9 @@ class SpecDecoder:
         return _Draft(proposal, runs, predicted)
 
     def _draft_stop(self, state: _State, layers: bool) -> DraftStop:
-        """When drafting stops: below the path probability a node needs to pay for its verification, and the
-        expected tokens a layer needs to pay for its drafter forward (if ``layers``), at the speed recent cycles reached (no early
-        stop until they give a speed to beat)."""
+        """When drafting stops: below the path probability a node needs to pay for its verification, and (if
+        ``layers``) below the expected tokens a layer needs to pay for its drafter forward, both at the speed
+        recent cycles reached (no early stop until they give a speed to beat)."""
         ms = sum(state.fallback.spec_ms)
         if ms <= 0:
             return DraftStop()
