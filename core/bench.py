@@ -201,8 +201,8 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
                 TreeConfig(**{SIZED_FIELDS[sized[1]]: int(sized[2])})
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
-    groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",), ("lookupmax<N>",), ("runs<N>",),
-              ("curve<N>",)]
+    groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",), ("lookupmax<N>",),
+              ("runs<N>",), ("curve<N>",)]
     kinds = [f"{m[1]}<N>" if (m := SIZED_VARIANT.fullmatch(v)) else v for v in variants]  # lookup24 -> lookup<N>
     for group in groups:
         chosen = [v for v, kind in zip(variants, kinds) if kind in group]
@@ -219,7 +219,8 @@ def method_name(spec: str) -> str:
 
 
 def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> EngineConfig:
-    """``cfg`` with the tree size, layer stop, schedule and lookup the variants name (a dense drafter has no schedule to set)."""
+    """``cfg`` with the tree size, layer stop, schedule and lookup the variants name (a dense drafter has no
+    schedule to set)."""
     tree = cfg.tree
     for variant in variants:
         sized = SIZED_VARIANT.fullmatch(variant)

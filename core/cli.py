@@ -54,7 +54,8 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lookup-max", type=int, default=LOOKUP_MAX,
                    help="while text is being copied (a whole run accepted), double the run length up to N tokens")
     p.add_argument("--lookup-curve", type=int, default=d.lookup_curve,
-                   help="a k-token match shorter than --lookup-ngram looks up lookup x (k / ngram)^P tokens; 0 = all alike")
+                   help="a k-token match shorter than --lookup-ngram looks up lookup x (k / ngram)^P tokens; "
+                        "0 = all alike")
     p.add_argument("--lookup-runs", type=int, default=LOOKUP_RUNS,
                    help="distinct runs looked up after a full --lookup-ngram match (the most recent first)")
     p.add_argument("--lookup-alone", action="store_true",

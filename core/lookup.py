@@ -63,14 +63,16 @@ def look_up(context: torch.Tensor, tree: TreeConfig, room: int, tokens: int | No
     """The lookup ``tree`` asks for at the end of ``context``: (the matched n, its runs), each run at most ``room``
     tokens long (how deep a node may go before the context ends); (0, []) when nothing matches or it is off.
     A full ``lookup_ngram`` match gets ``lookup_runs`` runs of ``tokens`` (default ``tree.lookup``; more while the
-    text is being copied, see ``next_run_length``); a shorter one a single, shorter run (``run_length``, ``tree.lookup_curve``)."""
+    text is being copied, see ``next_run_length``); a shorter one a single, shorter run (``run_length``, with the
+    power ``tree.lookup_curve``)."""
     if not tree.lookup or room < 1:
         return 0, []
     n, hits = longest_match(context, tree.lookup_ngram)
     if not n:
         return 0, []
     full = n == tree.lookup_ngram
-    length = min((tokens or tree.lookup) if full else run_length(tree.lookup, n, tree.lookup_ngram, tree.lookup_curve), room)
+    short = run_length(tree.lookup, n, tree.lookup_ngram, tree.lookup_curve)
+    length = min((tokens or tree.lookup) if full else short, room)
     return n, continuations(context, hits, length, tree.lookup_runs if full else 1)
 
 
