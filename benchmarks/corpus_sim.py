@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.lookup import longest_match  # noqa: E402
+from core.train.loop import TrainConfig, split_holdout  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "assets" / "train-data"
 KEYS = (8, 6, 5, 4, 3)  # suffix lengths tried, longest first
@@ -32,12 +33,12 @@ SAMPLE = 64  # occurrences a continuation is voted from
 
 
 def load_rows() -> list[dict]:
-    rows = []
-    for folder in ("answers", "answers-broad"):
-        shards = sorted((DATA / folder).glob("shard-*.jsonl"))
-        for i, row in enumerate(json.loads(line) for shard in shards for line in shard.open()):
-            rows.append({**row, "held": i % 50 == 0})
-    return rows
+    """Every answer, marked ``held`` where release 4-5 training held it out (``split_holdout``, per folder)."""
+    folders = [[json.loads(line) for shard in sorted((DATA / folder).glob("shard-*.jsonl")) for line in shard.open()]
+               for folder in ("answers", "answers-broad")]
+    held, _ = split_holdout([len(rows) for rows in folders], TrainConfig(ffn="dense").holdout_every)
+    held_set = set(held)
+    return [{**row, "held": i in held_set} for i, row in enumerate(row for rows in folders for row in rows)]
 
 
 def build_index(answers: list[list[int]]) -> dict[int, dict[tuple[int, ...], list[tuple[int, int]]]]:

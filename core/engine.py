@@ -18,7 +18,7 @@ from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
 from core.lookup import LOOKUP_BRANCH, graft, look_up, next_run_length
 from core.policy import FallbackState, decide, record_step
-from core.sizing import (Calibration, CostModel, DraftStop, best_size, fit_cost, layer_floor, measure_verify_cost,
+from core.sizing import (Calibration, CostModel, DraftStop, best_size, break_even, fit_cost, measure_verify_cost,
                          path_probs, prune_floor)
 from core.target import PromptError, TargetModel
 from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
@@ -52,6 +52,7 @@ class _Draft:
     runs: list[list[int]]  # the looked-up runs grafted into it
     predicted: float = 0.0  # the drafter's predicted accepted length (adaptive only)
     drafted: bool = True  # False when the looked-up runs were verified alone
+
 
 class SpecDecoder:
     """Speculative decoding of one target with one proposer (None = plain decoding)."""
@@ -188,7 +189,7 @@ class SpecDecoder:
         tokens_per_ms, ratio = sum(state.fallback.spec_tokens) / ms, state.calibration.ratio
         forward_ms = state.propose_ms / max(state.proposed_forwards, 1)
         return DraftStop(min_path_prob=prune_floor(self.verify_cost(), tokens_per_ms, ratio),
-                         min_layer_gain=layer_floor(forward_ms, tokens_per_ms, ratio) if layers else 0.0)
+                         min_layer_gain=break_even(forward_ms, tokens_per_ms, ratio) if layers else 0.0)
 
     def _size(self, proposal: Proposal, calibration: Calibration, draft_ms: float) -> tuple[Proposal, float]:
         """Keep only the best nodes worth verifying (core.sizing); also returns their summed path probability."""

@@ -9,7 +9,7 @@ verify_ms(n) = fixed_ms + per_node_ms * n (a least-squares line through timed ta
 The best T maximises tokens per millisecond, (1 + E(T)) / (draft_ms + verify_ms(T + 1)); and the
 tree stops growing (``DraftStop``) once no frontier node could pay for its own verification
 (``prune_floor``), or once the next layer's expected tokens (``layer_gain``) could not pay for the
-drafter forward that drafts it (``layer_floor``), saving drafter forwards.
+drafter forward that drafts it (``break_even``), saving drafter forwards.
 
 Any subtree that keeps every kept node's ancestors is verified exactly, so sizing is lossless; the
 T best nodes by cumulative score always include their ancestors (a child never outscores its parent).
@@ -116,7 +116,7 @@ class DraftStop:
     """When the drafter stops growing this cycle's tree (all zeros: it drafts the full tree)."""
 
     min_path_prob: float = 0.0  # stop once no frontier node's path probability reaches this (``prune_floor``)
-    min_layer_gain: float = 0.0  # skip a drafter forward whose ``layer_gain`` is below this (``layer_floor``)
+    min_layer_gain: float = 0.0  # skip a drafter forward whose ``layer_gain`` is below this (``break_even``)
 
 
 def layer_gain(mass: float, previous_mass: float) -> float:
@@ -127,16 +127,16 @@ def layer_gain(mass: float, previous_mass: float) -> float:
     return mass * mass / max(previous_mass, 1e-9)
 
 
-def layer_floor(forward_ms: float, tokens_per_ms: float, ratio: float) -> float:
-    """The ``layer_gain`` below which a drafter forward of ``forward_ms`` cannot pay at the current speed."""
-    return forward_ms * tokens_per_ms / max(ratio, 1e-6)
+def break_even(ms: float, tokens_per_ms: float, ratio: float) -> float:
+    """The draft probability mass below which something costing ``ms`` cannot pay at the current speed: it adds
+    ``ratio * mass`` expected tokens, and pays while that beats the rate the cycles already achieve,
+    ``tokens_per_ms``. For one more drafter forward, the mass is its ``layer_gain``."""
+    return ms * tokens_per_ms / max(ratio, 1e-6)
 
 
 def prune_floor(cost: CostModel, tokens_per_ms: float, ratio: float) -> float:
-    """The path probability below which a node cannot pay for its verification at the current speed.
-
-    A node adds ``ratio * p`` expected tokens for ``per_node_ms``; it pays while that beats the rate
-    the cycles already achieve, ``tokens_per_ms``. Children are never likelier than their parent, so
-    drafting can stop once the whole frontier is below this floor.
+    """The path probability below which a node cannot pay for its verification (``per_node_ms``) at the current
+    speed (``break_even``). Children are never likelier than their parent, so drafting can stop once the whole
+    frontier is below this floor.
     """
-    return cost.per_node_ms * tokens_per_ms / max(ratio, 1e-6)
+    return break_even(cost.per_node_ms, tokens_per_ms, ratio)

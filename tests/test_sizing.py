@@ -5,7 +5,7 @@ import torch
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.registry import attach, random_drafter
-from core.sizing import (Calibration, CostModel, DraftStop, best_size, fit_cost, layer_floor, layer_gain,
+from core.sizing import (Calibration, CostModel, DraftStop, best_size, break_even, fit_cost, layer_gain,
                          measure_verify_cost, prune_floor)
 from core.trace import summarize
 from core.tree import keep_best
@@ -110,8 +110,8 @@ def test_prune_floor_and_early_stop(tiny_target):
 def test_layer_gain_and_floor():
     assert layer_gain(0.5, 1.0) == pytest.approx(0.25)  # the frontier kept half the mass: half of it again
     assert layer_gain(0.2, 0.8) == pytest.approx(0.05)
-    assert layer_floor(2.0, 0.05, 1.0) == pytest.approx(0.1)  # a 2 ms forward at 0.05 tokens/ms must bring 0.1
-    assert layer_floor(2.0, 0.05, 2.0) == pytest.approx(0.05)  # an underconfident drafter's estimate counts double
+    assert break_even(2.0, 0.05, 1.0) == pytest.approx(0.1)  # a 2 ms forward at 0.05 tokens/ms must bring 0.1
+    assert break_even(2.0, 0.05, 2.0) == pytest.approx(0.05)  # an underconfident drafter's estimate counts double
 
 
 @pytest.mark.parametrize("schedule, depth, forwards, layers", [("hybrid", 4, 1, 1), ("hybrid", 2, 1, 2),
