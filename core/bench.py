@@ -46,10 +46,12 @@ SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafte
 LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the tree, none, or alone when it copies
 VARIANTS = TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
-# curve<N>: shorter matches look up lookup x (n / ngram)^N tokens
-SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve)(\d{1,3})")
-SIZED_FIELDS = {"lookup": "lookup", "lookupmax": "lookup_max", "runs": "lookup_runs", "curve": "lookup_curve"}
-VARIANT_HELP = ", ".join(VARIANTS) + ", lookup<N>, lookupmax<N>, runs<N>, curve<N>"
+# curve<N>: shorter matches look up lookup x (n / ngram)^N tokens; topk<N>, depth<N>, total<N>: the tree's shape
+SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total)(\d{1,3})")
+LOOKUP_FIELDS = {"lookupmax": "lookup_max", "runs": "lookup_runs", "curve": "lookup_curve"}  # these turn lookup on
+SHAPE_FIELDS = {"topk": "top_k", "depth": "depth", "total": "total_tokens"}
+SIZED_FIELDS = {"lookup": "lookup", **LOOKUP_FIELDS, **SHAPE_FIELDS}
+VARIANT_HELP = ", ".join(VARIANTS) + ", " + ", ".join(f"{name}<N>" for name in SIZED_FIELDS)
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
 BASELINE = "none"
@@ -202,7 +204,7 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
     groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",), ("lookupmax<N>",),
-              ("runs<N>",), ("curve<N>",)]
+              ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",)]
     kinds = [f"{m[1]}<N>" if (m := SIZED_VARIANT.fullmatch(v)) else v for v in variants]  # lookup24 -> lookup<N>
     for group in groups:
         chosen = [v for v, kind in zip(variants, kinds) if kind in group]
@@ -226,8 +228,10 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
         sized = SIZED_VARIANT.fullmatch(variant)
         if sized and sized[1] == "lookup":
             tree = replace(tree, lookup=int(sized[2]), lookup_alone=False)
+        elif sized and sized[1] in SHAPE_FIELDS:
+            tree = replace(tree, **{SHAPE_FIELDS[sized[1]]: int(sized[2])})
         elif sized:
-            tree = replace(tree, lookup=tree.lookup or LOOKUP_TOKENS, **{SIZED_FIELDS[sized[1]]: int(sized[2])})
+            tree = replace(tree, lookup=tree.lookup or LOOKUP_TOKENS, **{LOOKUP_FIELDS[sized[1]]: int(sized[2])})
         elif variant in TREE_VARIANTS:
             tree = replace(tree, adaptive=variant == "adaptive")
         elif variant in STOP_VARIANTS:

@@ -166,7 +166,8 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
      (["jakiro@runs2+runs3"], "at most one of runs<N>"), (["jakiro@lookup99"], "lookup must be an integer in 0..64"),
      (["jakiro@lookupmax16+lookupmax8"], "at most one of lookupmax<N>"),
      (["jakiro@runs0"], "lookup_runs must be an integer in 1..8"), (["jakiro@runs"], "must be one of"),
-     (["jakiro@curve5"], "lookup_curve must be an integer in 0..4"), (["jakiro@curve0+curve1"], "at most one of curve<N>")],
+     (["jakiro@curve5"], "lookup_curve must be an integer in 0..4"), (["jakiro@curve0+curve1"], "at most one of curve<N>"),
+     (["jakiro@topk0"], "top_k must be an integer in 1..64"), (["jakiro@depth3+depth4"], "at most one of depth<N>")],
 )
 def test_bad_methods(methods, message):
     with pytest.raises(ValueError, match=message):
@@ -194,6 +195,15 @@ def test_lookup_variants_set_the_run_length_and_count(tiny_target, prompt_file):
     assert ([(t["lookup"], t["lookup_runs"], t["lookup_max"], t["lookup_curve"]) for t in trees.values()]
             == [(0, 1, 0, 2), (16, 3, 0, 2), (LOOKUP_TOKENS, 2, 24, 2), (LOOKUP_TOKENS, 1, 0, 0)])
     assert all(report["results"][name]["match_rate"] == 1.0 for name in trees)
+
+
+def test_shape_variants_set_the_tree_and_leave_lookup_alone(tiny_target, prompt_file):
+    specs = ["eagle@nolookup+topk6", "eagle@nolookup+depth3+total12", "none"]
+    report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:1], EngineConfig(max_new_tokens=8),
+                       progress=False, warmup=False)
+    trees = [m["engine"]["tree"] for name, m in report["config"]["methods"].items() if name != "none"]
+    assert [(t["top_k"], t["depth"], t["total_tokens"], t["lookup"]) for t in trees] == [(6, 5, 24, 0), (4, 3, 12, 0)]
+    assert all(report["results"][name]["match_rate"] == 1.0 for name in report["results"])
 
 
 def test_schedule_variants_run_side_by_side(tiny_target, prompt_file, drafter_folder):

@@ -140,6 +140,26 @@ def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
     assert spec.text_tokens == plain.text_tokens
 
 
+def test_warm_start_continues_from_a_trained_drafter(tiny_target, features, tmp_path):
+    """--init starts a new run from a trained drafter's weights and draft vocabulary; its first evaluation is that
+    drafter's (the optimizer has not moved it yet at step 1 with a ~zero learning rate), not a random one's."""
+    cfg = TrainConfig(ffn="moe", draft_vocab=256, epochs=2, batch_tokens=512, checkpoint_every=1, holdout_every=6,
+                      warmup_steps=2, lr=2e-3)
+    trained = train(tiny_target, features, cfg, tmp_path / "a")
+    warm_cfg = dataclasses.replace(cfg, lr=1e-12, epochs=0.01)
+    warm = train(tiny_target, features, warm_cfg, tmp_path / "b", init=tmp_path / "a")
+    cold = train(tiny_target, features, warm_cfg, tmp_path / "c")
+    assert warm["init"] == {"folder": str(tmp_path / "a"), "steps": trained["step"]}
+    assert warm["final"]["loss"] == pytest.approx(trained["final"]["loss"], rel=1e-3)
+    assert abs(cold["final"]["loss"] - trained["final"]["loss"]) > 1e-2
+    a, b = (load_drafter(tmp_path / run, tiny_target.fingerprint(), tiny_target.vocab_size) for run in "ab")
+    assert torch.equal(a.vocab_ids, b.vocab_ids)
+    with pytest.raises(ConfigError, match="holds a moe drafter, this run trains --ffn dense"):
+        train(tiny_target, features, dataclasses.replace(warm_cfg, ffn="dense"), tmp_path / "d", init=tmp_path / "a")
+    with pytest.raises(ConfigError, match="drafts over .* tokens, this run asks for --draft-vocab 0"):
+        train(tiny_target, features, dataclasses.replace(warm_cfg, draft_vocab=0), tmp_path / "e", init=tmp_path / "a")
+
+
 def _crash_while_checkpointing(target, run):
     """A job killed while writing a checkpoint (here: the weights file is left truncated) keeps the last one."""
     import core.drafter
@@ -165,16 +185,18 @@ def test_prompt_sets_are_deterministic_and_never_hold_benchmark_questions():
     from pathlib import Path
 
     from core.train.broad import build_broad_prompts
+    from core.train.creative import build_creative_prompts
     from core.train.prompts import build_prompts
 
-    chat, broad = build_prompts(600), build_broad_prompts(300)
-    assert chat == build_prompts(600) and broad == build_broad_prompts(300)
-    assert len({p["prompt"] for p in broad}) == len(broad)
+    chat, broad, creative = build_prompts(600), build_broad_prompts(300), build_creative_prompts(400)
+    assert chat == build_prompts(600) and broad == build_broad_prompts(300) and creative == build_creative_prompts(400)
+    assert len({p["prompt"] for p in broad}) == len(broad) and len({p["prompt"] for p in creative}) == len(creative)
     assert {"coding", "stem", "humanities", "reasoning"} <= {p["source"] for p in broad}
+    assert {"writing", "roleplay", "advice", "editing"} <= {p["source"] for p in creative}
     bench = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "spec_bench_questions.jsonl"
     if bench.is_file():
         turns = {t.strip() for line in bench.open() for t in json.loads(line)["turns"]}
-        assert not turns & {p["prompt"].strip() for p in chat + broad}
+        assert not turns & {p["prompt"].strip() for p in chat + broad + creative}
 
 
 def _answer_folders(root: Path, sizes: dict[str, int]) -> list[Path]:
@@ -240,6 +262,19 @@ def test_answers_resume_after_a_kill_mid_line(tiny_target, tmp_path):
     rows = [json.loads(line) for line in shard.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == [p["prompt"] for p in prompts]
     assert all(r["answer_ids"] for r in rows)
+
+
+def test_answers_refuse_to_resume_on_another_prompt_list(tiny_target, tmp_path):
+    """A prompt list built without a text source that was there when the answers were made differs from the
+    answered prefix: resuming would append answers to the wrong prompts, so it stops with a clear message."""
+    prompts = [{"prompt": f"Say {word}.", "source": "test"} for word in ("one", "two", "three")]
+    answer_prompts(tiny_target, prompts[:2], tmp_path, batch_size=2, max_new_tokens=4)
+    before = (tmp_path / "shard-0000.jsonl").read_text()
+    with pytest.raises(ValueError, match="answer 1 was made for another prompt.*make train-setup"):
+        answer_prompts(tiny_target, [prompts[0], prompts[2]], tmp_path, batch_size=2, max_new_tokens=4)
+    with pytest.raises(ValueError, match="holds 2 answers but only 1 prompts"):
+        answer_prompts(tiny_target, prompts[:1], tmp_path, batch_size=2, max_new_tokens=4)
+    assert (tmp_path / "shard-0000.jsonl").read_text() == before
 
 
 def test_heldout_prompts_keep_the_training_indexing_after_more_answers(tmp_path):

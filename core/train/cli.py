@@ -8,30 +8,32 @@ from pathlib import Path
 
 from core.models import DEFAULT_TARGET, cache_dir
 
+ANSWER_SETS = {"chat": "answers", "broad": "answers-broad", "creative": "answers-creative"}  # prompt set -> folder
+
 
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="build training data and train a drafter")
     stages = train.add_subparsers(dest="stage", required=True)
     default_root = cache_dir() / "train"  # features and checkpoints: large, outside git
     data_dir = Path(__file__).resolve().parents[2] / "assets" / "train-data"  # answers: small, committed
-    answers_dir = data_dir / "answers"
+    answer_folders = [data_dir / folder for folder in ANSWER_SETS.values()]
 
     ans = stages.add_parser("answers", help="self-distillation: the target answers the training prompts")
     ans.add_argument("--target", default=DEFAULT_TARGET)
     ans.add_argument("--dtype", default="bfloat16")
-    ans.add_argument("--set", choices=["chat", "broad"], default="chat",
+    ans.add_argument("--set", choices=list(ANSWER_SETS), default="chat",
                      help="chat: conversation, docs, quotes, templates; broad: coding, extraction, science, "
-                          "humanities, reasoning")
+                          "humanities, reasoning; creative: writing, role-play, advice, editing")
     ans.add_argument("--prompts", type=int, default=6000, help="how many prompts to build (resumes)")
     ans.add_argument("--batch-size", type=int, default=32)
     ans.add_argument("--max-new-tokens", type=int, default=160)
-    ans.add_argument("--out", type=Path, default=None, help="default: assets/train-data/answers[-broad]")
+    ans.add_argument("--out", type=Path, default=None, help="default: assets/train-data/answers[-broad|-creative]")
     ans.set_defaults(func=cmd_answers)
 
     feat = stages.add_parser("features", help="record the target's features on the training sequences")
     feat.add_argument("--target", default=DEFAULT_TARGET)
     feat.add_argument("--dtype", default="bfloat16")
-    feat.add_argument("--answers", type=Path, nargs="+", default=[answers_dir, data_dir / "answers-broad"],
+    feat.add_argument("--answers", type=Path, nargs="+", default=answer_folders,
                       help="answer folders (missing ones are skipped)")
     feat.add_argument("--chitchat", type=int, default=0, help="also teacher-force this many human conversations")
     feat.add_argument("--prompt-context", type=int, default=160, help="prompt tokens kept before each answer")
@@ -42,7 +44,7 @@ def add_parser(subparsers) -> None:
     ev.add_argument("--target", default=DEFAULT_TARGET)
     ev.add_argument("--dtype", default="bfloat16")
     ev.add_argument("--drafter", nargs="+", required=True, help="jakiro, eagle or drafter folders")
-    ev.add_argument("--answers", type=Path, nargs="+", default=[answers_dir, data_dir / "answers-broad"])
+    ev.add_argument("--answers", type=Path, nargs="+", default=answer_folders)
     ev.add_argument("--every", type=int, default=50, help="the training loop's holdout_every")
     ev.add_argument("--holdout-scheme", default="per-folder", choices=["per-folder", "global"],
                     help="the training run's holdout_scheme (releases 1-3: global)")
@@ -62,6 +64,9 @@ def add_parser(subparsers) -> None:
     fit.add_argument("--features", type=Path, nargs="+", default=[default_root / "features.safetensors"])
     fit.add_argument("--run", type=Path, required=True, help="checkpoint folder (resumes when it exists)")
     fit.add_argument("--export", type=Path, default=None, help="copy the final drafter here (e.g. assets/drafters/jakiro)")
+    fit.add_argument("--init", type=Path, default=None,
+                     help="start a new run from this trained drafter folder (e.g. assets/drafters/jakiro): a warm "
+                          "start with a fresh optimizer and schedule")
     fit.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     from core.train.loop import HOLDOUT_SCHEMES, TrainConfig
 
@@ -79,10 +84,12 @@ def add_parser(subparsers) -> None:
 def cmd_answers(args: argparse.Namespace) -> int:
     from core.target import TargetModel
     from core.train.broad import build_broad_prompts
+    from core.train.creative import build_creative_prompts
     from core.train.prompts import build_prompts
     from core.train.selfdistill import answer_prompts
 
-    build, folder = {"chat": (build_prompts, "answers"), "broad": (build_broad_prompts, "answers-broad")}[args.set]
+    build = {"chat": build_prompts, "broad": build_broad_prompts, "creative": build_creative_prompts}[args.set]
+    folder = ANSWER_SETS[args.set]
     out = args.out or Path(__file__).resolve().parents[2] / "assets" / "train-data" / folder
     target = TargetModel.load(args.target, args.dtype)
     answer_prompts(target, build(args.prompts), out, args.batch_size, args.max_new_tokens)
@@ -149,7 +156,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     target = TargetModel.load(args.target, "float32")
     data = load_features(args.features)
-    state = train(target, data, cfg, args.run, args.max_minutes)
+    state = train(target, data, cfg, args.run, args.max_minutes, args.init)
     print(json.dumps({"step": state["step"], "done": state["done"], "final": state["final"]}))
     if args.export:
         args.export.mkdir(parents=True, exist_ok=True)

@@ -175,6 +175,20 @@ def _save_checkpoint(run: Path, drafter: Drafter, optimizer, state: dict, cfg: T
         os.replace(partial / name, run / name)
 
 
+def warm_start(init: Path, cfg: TrainConfig, target: TargetModel) -> Drafter:
+    """The trained drafter in ``init``, checked against the target and against the run's config (its FFN and
+    draft vocabulary must fit what ``cfg`` asks for)."""
+    drafter = load_drafter(init, target.fingerprint(), target.vocab_size)
+    if drafter.cfg.is_moe != (cfg.ffn == "moe"):
+        raise ConfigError(f"--init {init} holds a {'moe' if drafter.cfg.is_moe else 'dense'} drafter, "
+                          f"this run trains --ffn {cfg.ffn}")
+    size = drafter.cfg.draft_vocab_size  # at most cfg.draft_vocab: the answers may hold fewer distinct tokens
+    if (size == 0) != (cfg.draft_vocab == 0) or size > cfg.draft_vocab:
+        raise ConfigError(f"--init {init} drafts over {size} tokens, this run asks for "
+                          f"--draft-vocab {cfg.draft_vocab}")
+    return drafter
+
+
 def _check_same_holdout(run: Path, cfg: TrainConfig) -> None:
     """A resumed run must hold out what it held out before, or it would train on its own evaluation set."""
     saved = TrainConfig.from_saved(json.loads((run / "drafter.json").read_text())["train_config"])
@@ -238,8 +252,12 @@ def holdout_split(data: FeatureSet, cfg: TrainConfig) -> tuple[list[int], list[i
     return split_holdout(groups, cfg.holdout_every)
 
 
-def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, max_minutes: float | None = None) -> dict:
-    """Train (or resume) a drafter in ``run``; returns the final state with its evaluation."""
+def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, max_minutes: float | None = None,
+          init: Path | None = None) -> dict:
+    """Train (or resume) a drafter in ``run``; returns the final state with its evaluation.
+
+    ``init``: a new run starts from this trained drafter (its weights and draft vocabulary) instead of a random
+    one, with a fresh optimizer and schedule (a warm start; ignored when ``run`` resumes)."""
     accelerator = Accelerator(cpu=target.device.type == "cpu", mixed_precision="bf16")
     torch.manual_seed(cfg.seed)
     lengths = [int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))]
@@ -249,6 +267,11 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
         _check_same_holdout(run, cfg)
         drafter = load_drafter(run, target.fingerprint(), target.vocab_size)
         state = json.loads((run / "state.json").read_text())
+    elif init is not None:
+        drafter = warm_start(init, cfg, target)
+        meta = json.loads((init / "drafter.json").read_text())
+        state = {"step": 0, "epoch": 0, "batch": 0, "history": [],
+                 "init": {"folder": str(init), "steps": meta.get("state", {}).get("step")}}
     else:
         vocab = draft_vocabulary(data, cfg.draft_vocab, target.stop_token_ids) if cfg.draft_vocab else None
         dcfg = config_for_target(target.config, cfg.ffn, target.model_id, target.fingerprint(),

@@ -30,6 +30,21 @@ def drop_unfinished_line(shard: Path) -> bool:
     return True
 
 
+def check_resumable(out_dir: Path, prompts: list[dict]) -> None:
+    """Raise ValueError unless the answered prompts are the first ones of ``prompts``, in order: resuming
+    appends ``prompts[done:]``, so a prompt list built differently (say, without a text source that was installed
+    when the answers were made) would silently repeat or skip prompts."""
+    answered = [json.loads(line)["prompt"] for shard in sorted(out_dir.glob("shard-*.jsonl")) for line in shard.open()]
+    if len(answered) > len(prompts):
+        raise ValueError(f"{out_dir} holds {len(answered)} answers but only {len(prompts)} prompts were built")
+    for i, (done, built) in enumerate(zip(answered, prompts)):
+        if done != built["prompt"]:
+            raise ValueError(
+                f"{out_dir}: answer {i} was made for another prompt than the one built now ({done[:60]!r} vs "
+                f"{built['prompt'][:60]!r}): a text source is missing or changed (make train-setup installs them)"
+            )
+
+
 def answer_prompts(
     target: TargetModel, prompts: list[dict], out_dir: Path, batch_size: int = 32, max_new_tokens: int = 160,
     log_every: int = 1,
@@ -40,6 +55,7 @@ def answer_prompts(
         if drop_unfinished_line(shard):
             print(f"{shard}: dropped an unfinished last line (the previous run was killed while writing)")
     start = done_count(out_dir)
+    check_resumable(out_dir, prompts)
     todo = prompts[start:]
     pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else 0
     stops = sorted(target.stop_token_ids)
