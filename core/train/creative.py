@@ -1,18 +1,19 @@
 """A third prompt set: writing, role-play, advice and editing requests, the kind of open-ended asks the
 first two sets hold least of (their writing and role-play templates fill only ~1,500 distinct prompts).
 
-- writing: a form (email, review, speech, story, ...) about a subject, with a tone, audience or length;
-  the subjects are a hand-written list plus one-line descriptions of Debian packages (``apt-cache``);
+- writing: a form (email, review, speech, story, ...) about a subject, with a tone, audience or length, and
+  pitches, reviews and announcements of made-up products;
 - roleplay: a persona kept through a question or a situation;
 - advice: plans, decisions and how-to questions;
 - editing: rewrite, shorten, correct or expand a given text (fortunes quotes and chitchat turns).
-Spec-Bench (the benchmark) is never read here.
+Only hand-written lists and the fixed texts of two packages (fortunes, chitchat-dataset) are used, not the
+machine's ``apt-cache`` listing (which changes with the package mirror), so the list, and resuming it, is the
+same on every machine. Spec-Bench (the benchmark) is never read here.
 """
 from __future__ import annotations
 
 import random
 
-from core.train.broad import _package_lines
 from core.train.prompts import _chitchat, _fortunes
 
 _FORMS = (
@@ -50,11 +51,19 @@ _WRITING_TASKS = (
     "Compose a {form} inspired by {subject}.{style}",
     "Can you write me a {form} about {subject}?{style}",
 )
+_PRODUCTS = (
+    "a water bottle that reminds you to drink", "a note-taking app for students", "noise-cancelling headphones",
+    "a folding electric scooter", "a plant-watering sensor", "a budgeting spreadsheet template", "a smart doorbell",
+    "a language-exchange website", "a reusable shopping bag", "a standing desk", "a recipe-planning app",
+    "a children's coding kit", "a solar phone charger", "an online yoga course", "a password manager",
+    "a board game about trains", "a travel pillow", "a photo-editing app", "a compost bin for apartments",
+    "a weather station for gardeners",
+)
 _PRODUCT_TASKS = (
-    "Write a product description for this software, for a non-technical reader:\n{item}",
-    "Write a short, enthusiastic review of this tool:\n{item}",
-    "Write a tweet announcing this package:\n{item}",
-    "Write a one-paragraph pitch for this software to a busy manager:\n{item}",
+    "Write a product description of {item} for a non-technical reader.",
+    "Write a short, enthusiastic review of {item}.",
+    "Write a tweet announcing {item}.",
+    "Write a one-paragraph pitch of {item} to a busy manager.",
 )
 _PERSONAS = (
     "a 19th-century sea captain", "a grumpy wizard", "the AI computer of a spaceship", "a sports commentator",
@@ -104,11 +113,11 @@ _EDIT_TASKS = (
 )
 
 
-def _writing(rng: random.Random, count: int, packages: list[str]) -> list[dict]:
+def _writing(rng: random.Random, count: int) -> list[dict]:
     out = []
     for _ in range(count):
-        if packages and rng.random() < 0.2:
-            prompt = rng.choice(_PRODUCT_TASKS).format(item=rng.choice(packages))
+        if rng.random() < 0.15:
+            prompt = rng.choice(_PRODUCT_TASKS).format(item=rng.choice(_PRODUCTS))
         else:
             prompt = rng.choice(_WRITING_TASKS).format(form=rng.choice(_FORMS), subject=rng.choice(_SUBJECTS),
                                                       style=rng.choice(_STYLES))
@@ -139,7 +148,7 @@ def build_creative_prompts(total: int = 6000, seed: int = 2) -> list[dict]:
     """A shuffled, deterministic mix (any prefix is itself a balanced mix) of the four families, no prompt twice."""
     rng = random.Random(seed)
     share = {"writing": 0.4, "roleplay": 0.25, "advice": 0.15, "editing": 0.2}
-    prompts = (_writing(rng, int(total * share["writing"]), _package_lines())
+    prompts = (_writing(rng, int(total * share["writing"]))
                + _roleplay(rng, int(total * share["roleplay"])) + _advice(rng, int(total * share["advice"]))
                + _editing(rng, int(total * share["editing"])))
     rng.shuffle(prompts)
