@@ -1,4 +1,4 @@
-"""Write the held-out training prompts (every 50th answer of each answer folder, never trained on in release 4)
+"""Write the held-out training prompts (every 50th answer of each answer folder, never trained on since release 4)
 as bench prompt lines, with their source as the category: the set to tune engine settings on, since the
 Spec-Bench questions only measure.
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.train.cli import ANSWER_SETS  # noqa: E402
 from core.train.heldout import heldout_prompts  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "assets" / "train-data"
@@ -22,7 +23,7 @@ def main() -> int:
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    prompts = heldout_prompts([DATA / "answers", DATA / "answers-broad"])
+    prompts = heldout_prompts([DATA / folder for folder in ANSWER_SETS.values()])
     with open(sys.argv[1], "w") as out:
         for p in prompts:
             out.write(json.dumps({"prompt": p.prompt, "category": p.source}) + "\n")
