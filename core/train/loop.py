@@ -175,9 +175,9 @@ def _save_checkpoint(run: Path, drafter: Drafter, optimizer, state: dict, cfg: T
         os.replace(partial / name, run / name)
 
 
-def warm_start(init: Path, cfg: TrainConfig, target: TargetModel) -> Drafter:
+def warm_start(init: Path, cfg: TrainConfig, target: TargetModel) -> tuple[Drafter, dict]:
     """The trained drafter in ``init``, checked against the target and against the run's config (its FFN and
-    draft vocabulary must fit what ``cfg`` asks for)."""
+    draft vocabulary must fit what ``cfg`` asks for), and the record of where it came from."""
     drafter = load_drafter(init, target.fingerprint(), target.vocab_size)
     if drafter.cfg.is_moe != (cfg.ffn == "moe"):
         raise ConfigError(f"--init {init} holds a {'moe' if drafter.cfg.is_moe else 'dense'} drafter, "
@@ -186,7 +186,8 @@ def warm_start(init: Path, cfg: TrainConfig, target: TargetModel) -> Drafter:
     if (size == 0) != (cfg.draft_vocab == 0) or size > cfg.draft_vocab:
         raise ConfigError(f"--init {init} drafts over {size} tokens, this run asks for "
                           f"--draft-vocab {cfg.draft_vocab}")
-    return drafter
+    steps = json.loads((init / "drafter.json").read_text()).get("state", {}).get("step")
+    return drafter, {"folder": str(init), "steps": steps}
 
 
 def _check_same_holdout(run: Path, cfg: TrainConfig) -> None:
@@ -268,10 +269,8 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
         drafter = load_drafter(run, target.fingerprint(), target.vocab_size)
         state = json.loads((run / "state.json").read_text())
     elif init is not None:
-        drafter = warm_start(init, cfg, target)
-        meta = json.loads((init / "drafter.json").read_text())
-        state = {"step": 0, "epoch": 0, "batch": 0, "history": [],
-                 "init": {"folder": str(init), "steps": meta.get("state", {}).get("step")}}
+        drafter, origin = warm_start(init, cfg, target)
+        state = {"step": 0, "epoch": 0, "batch": 0, "history": [], "init": origin}
     else:
         vocab = draft_vocabulary(data, cfg.draft_vocab, target.stop_token_ids) if cfg.draft_vocab else None
         dcfg = config_for_target(target.config, cfg.ffn, target.model_id, target.fingerprint(),

@@ -30,8 +30,9 @@ def drop_unfinished_line(shard: Path) -> bool:
     return True
 
 
-def check_resumable(out_dir: Path, prompts: list[dict]) -> None:
-    """Raise ValueError unless the answered prompts are the first ones of ``prompts``, in order: resuming
+def check_resumable(out_dir: Path, prompts: list[dict]) -> int:
+    """The number of prompts already answered in ``out_dir``; raise ValueError unless they are the first ones of
+    ``prompts``, in order: resuming
     appends ``prompts[done:]``, so a prompt list built differently (say, without a text source that was installed
     when the answers were made) would silently repeat or skip prompts."""
     answered = [json.loads(line)["prompt"] for shard in sorted(out_dir.glob("shard-*.jsonl")) for line in shard.open()]
@@ -43,6 +44,7 @@ def check_resumable(out_dir: Path, prompts: list[dict]) -> None:
                 f"{out_dir}: answer {i} was made for another prompt than the one built now ({done[:60]!r} vs "
                 f"{built['prompt'][:60]!r}): a text source is missing or changed (make train-setup installs them)"
             )
+    return len(answered)
 
 
 def answer_prompts(
@@ -54,8 +56,7 @@ def answer_prompts(
     for shard in sorted(out_dir.glob("shard-*.jsonl")):
         if drop_unfinished_line(shard):
             print(f"{shard}: dropped an unfinished last line (the previous run was killed while writing)")
-    start = done_count(out_dir)
-    check_resumable(out_dir, prompts)
+    start = check_resumable(out_dir, prompts)
     todo = prompts[start:]
     pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else 0
     stops = sorted(target.stop_token_ids)
