@@ -186,17 +186,42 @@ def test_prompt_sets_are_deterministic_and_never_hold_benchmark_questions():
 
     from core.train.broad import build_broad_prompts
     from core.train.creative import build_creative_prompts
+    from core.train.knowledge import build_knowledge_prompts
     from core.train.prompts import build_prompts
 
     chat, broad, creative = build_prompts(600), build_broad_prompts(300), build_creative_prompts(400)
+    knowledge = build_knowledge_prompts(400)
     assert chat == build_prompts(600) and broad == build_broad_prompts(300) and creative == build_creative_prompts(400)
-    assert len({p["prompt"] for p in broad}) == len(broad) and len({p["prompt"] for p in creative}) == len(creative)
+    assert knowledge == build_knowledge_prompts(400)
+    for built in (broad, creative, knowledge):
+        assert len({p["prompt"] for p in built}) == len(built)
     assert {"coding", "stem", "humanities", "reasoning"} <= {p["source"] for p in broad}
     assert {"writing", "roleplay", "advice", "editing"} <= {p["source"] for p in creative}
+    assert {"explain", "compare", "mechanism", "debate", "math"} <= {p["source"] for p in knowledge[:200]}
     bench = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "spec_bench_questions.jsonl"
     if bench.is_file():
         turns = {t.strip() for line in bench.open() for t in json.loads(line)["turns"]}
-        assert not turns & {p["prompt"].strip() for p in chat + broad + creative}
+        assert not turns & {p["prompt"].strip() for p in chat + broad + creative + knowledge}
+
+
+def test_knowledge_math_problems_have_the_stated_solutions():
+    """The generated equations are built from their solutions: parse them back and check."""
+    import re
+
+    from core.train.knowledge import build_knowledge_prompts
+
+    math = [p["prompt"] for p in build_knowledge_prompts(3000) if p["source"] == "math"]
+    linear = [re.match(r"Solve for x: (\d+)x ([+-]) (\d+) = (-?\d+)\.", p) for p in math]
+    quadratic = [re.match(r"Find the roots of x\^2 ([+-]) (\d+)x ([+-]) (\d+) = 0", p) for p in math]
+    linear, quadratic = [m for m in linear if m], [m for m in quadratic if m]
+    assert len(linear) > 20 and len(quadratic) > 20
+    for m in linear:
+        a, b, c = int(m[1]), int(m[3]) * (-1 if m[2] == "-" else 1), int(m[4])
+        assert (c - b) % a == 0, m[0]  # an integer solution
+    for m in quadratic:
+        s, p = int(m[2]) * (-1 if m[1] == "-" else 1), int(m[4]) * (-1 if m[3] == "-" else 1)
+        disc = s * s - 4 * p
+        assert disc >= 0 and int(disc ** 0.5) ** 2 == disc, m[0]  # integer roots
 
 
 def _answer_folders(root: Path, sizes: dict[str, int]) -> list[Path]:
