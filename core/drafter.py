@@ -66,14 +66,16 @@ class RMSNorm(nn.Module):
 
 
 class SwiGLU(nn.Module):
+    """down(silu(gate x) * up x), with gate and up stacked in one matrix: one weight read, one matmul."""
+
     def __init__(self, hidden: int, intermediate: int) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.gate_up = nn.Linear(hidden, 2 * intermediate, bias=False)  # rows: gate, then up
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up(x).chunk(2, dim=-1)  # [.., n, I] each
+        return self.down_proj(F.silu(gate) * up)
 
 
 def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
@@ -98,9 +100,9 @@ class Attention(nn.Module):
     def __init__(self, cfg: DrafterConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.qkv_proj = nn.Linear(cfg.hidden_size, q + 2 * kv, bias=False)  # rows: q, k, v (one matmul)
+        self.split = (q, kv, kv)
         self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
 
     def forward(
@@ -113,9 +115,10 @@ class Attention(nn.Module):
         cfg = self.cfg
         lead = x.shape[:-2]
         n = x.shape[-2]
-        q = self.q_proj(x).view(*lead, n, cfg.num_heads, cfg.head_dim).transpose(-2, -3)  # [.., heads, n, d]
-        k = self.k_proj(x).view(*lead, n, cfg.num_kv_heads, cfg.head_dim).transpose(-2, -3)
-        v = self.v_proj(x).view(*lead, n, cfg.num_kv_heads, cfg.head_dim).transpose(-2, -3)
+        q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
+        q = q.reshape(*lead, n, cfg.num_heads, cfg.head_dim).transpose(-2, -3)  # [.., heads, n, d]
+        k = k.reshape(*lead, n, cfg.num_kv_heads, cfg.head_dim).transpose(-2, -3)  # [.., kv_heads, n, d]
+        v = v.reshape(*lead, n, cfg.num_kv_heads, cfg.head_dim).transpose(-2, -3)
         q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
         past = cache.length if cache is not None else 0
         if cache is not None:
@@ -129,19 +132,31 @@ class Attention(nn.Module):
 
 
 class MoEFFN(nn.Module):
-    """Two SwiGLU experts (both active) and a gate with an MoE head and a contrastive head."""
+    """Two SwiGLU experts (both active) and a gate with an MoE head and a contrastive head.
+
+    Both experts run in two matmuls, not six: ``gate_up`` stacks every expert's gate and up rows and the
+    router's four rows (one weight read for all of them), and ``down`` holds the experts' down projections
+    side by side for one batched matmul. The arithmetic is that of separate experts."""
 
     def __init__(self, cfg: DrafterConfig) -> None:
         super().__init__()
-        self.experts = nn.ModuleList(SwiGLU(cfg.hidden_size, cfg.hidden_size) for _ in range(cfg.num_experts))
-        self.gate = nn.Linear(cfg.hidden_size, cfg.num_experts + 2, bias=False)
+        experts, hidden, inter = cfg.num_experts, cfg.hidden_size, cfg.hidden_size  # expert width = hidden
+        self.experts, self.inter = experts, inter
+        # rows: gate of expert 0..E-1, up of expert 0..E-1, then the router (E MoE logits + 2 contrastive)
+        self.gate_up = nn.Linear(hidden, 2 * experts * inter + experts + 2, bias=False)
+        self.down = nn.Parameter(torch.empty(experts, inter, hidden))  # [E, I, H]: expert e's x @ down[e]
+        nn.init.uniform_(self.down, -inter ** -0.5, inter ** -0.5)  # nn.Linear's default for fan-in I
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Routing]:
         """x: [.., n, H] -> (F_moe [.., n, H], F_con [.., n, H], experts [.., n, 2, H], routing)."""
-        logits = self.gate(x).float()  # [.., n, 4]
+        E, inter = self.experts, self.inter
+        y = self.gate_up(x)  # [.., n, 2EI + E + 2]
+        gate = y[..., : E * inter].unflatten(-1, (E, inter))  # [.., n, E, I]
+        up = y[..., E * inter : 2 * E * inter].unflatten(-1, (E, inter))
+        logits = y[..., 2 * E * inter :].float()  # [.., n, 4]
         w = logits[..., :2].softmax(-1)  # [.., n, 2]
         v = logits[..., 2:].softmax(-1)
-        outs = torch.stack([expert(x) for expert in self.experts], dim=-2)  # [.., n, 2, H]
+        outs = torch.einsum("...ei,eih->...eh", F.silu(gate) * up, self.down)  # [.., n, 2, H]
         f_moe = (w.to(outs.dtype)[..., None] * outs).sum(-2)
         top = v.argmax(-1)  # [.., n]
         sign = torch.where(torch.arange(2, device=x.device) == top[..., None], 1.0, -1.0)  # [.., n, 2]
@@ -233,6 +248,23 @@ def save_drafter(drafter: Drafter, folder: str | Path, extra: dict | None = None
     (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def upgrade_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict in today's fused layout. Checkpoints saved before it (releases 1-6) hold separate q/k/v,
+    gate/up and per-expert matrices: they are stacked into the fused ones, the same numbers."""
+    state = dict(state)
+    if "attn.q_proj.weight" in state:
+        state["attn.qkv_proj.weight"] = torch.cat([state.pop(f"attn.{n}_proj.weight") for n in "qkv"])
+    if "ffn.gate_proj.weight" in state:  # dense FFN
+        state["ffn.gate_up.weight"] = torch.cat([state.pop("ffn.gate_proj.weight"), state.pop("ffn.up_proj.weight")])
+    if "ffn.experts.0.gate_proj.weight" in state:  # MoE FFN
+        experts = range(sum(1 for k in state if k.endswith(".gate_proj.weight")))
+        gates = [state.pop(f"ffn.experts.{e}.gate_proj.weight") for e in experts]  # [I, H] each
+        ups = [state.pop(f"ffn.experts.{e}.up_proj.weight") for e in experts]
+        state["ffn.gate_up.weight"] = torch.cat(gates + ups + [state.pop("ffn.gate.weight")])
+        state["ffn.down"] = torch.stack([state.pop(f"ffn.experts.{e}.down_proj.weight").T for e in experts])  # [E, I, H]
+    return state
+
+
 def load_drafter(folder: str | Path, fingerprint: str | None = None, vocab_size: int | None = None) -> Drafter:
     """Load a drafter saved by ``save_drafter``; refuse one trained for another target."""
     folder = Path(folder)
@@ -256,7 +288,7 @@ def load_drafter(folder: str | Path, fingerprint: str | None = None, vocab_size:
         )
     drafter = Drafter(cfg)
     try:
-        drafter.load_state_dict(load_file(str(weights_path)), strict=True)
-    except (RuntimeError, OSError, ValueError, SafetensorError) as err:
+        drafter.load_state_dict(upgrade_state(load_file(str(weights_path))), strict=True)
+    except (RuntimeError, OSError, ValueError, KeyError, SafetensorError) as err:
         raise DrafterMismatchError(f"drafter weights in {weights_path} are damaged or do not match its config: {err}") from err
     return drafter

@@ -336,3 +336,51 @@ def test_features_record_the_answers_they_came_from(tiny_target, tmp_path):
     record_features(tiny_target, seqs, tmp_path / "without.safetensors")
     assert recorded_counts(tmp_path / "with.safetensors") == {"answers": 1}
     assert recorded_counts(tmp_path / "without.safetensors") is None
+
+
+@pytest.mark.parametrize("ffn", ["dense", "moe"])
+def test_checkpoints_in_the_separate_matrix_layout_load_and_compute_the_same(ffn, tmp_path):
+    """Releases 1-6 were saved with separate q/k/v, gate/up and per-expert matrices. Write such a checkpoint
+    (random matrices), load it into today's fused layout, and check the FFN against the formula computed by
+    hand from the separate matrices."""
+    import torch.nn.functional as F
+
+    from core.config import DrafterConfig, to_dict
+
+    torch.manual_seed(0)
+    H, heads, kv, d, inter = 32, 4, 2, 8, 48
+    cfg = DrafterConfig(hidden_size=H, num_heads=heads, num_kv_heads=kv, head_dim=d, intermediate_size=inter,
+                        vocab_size=100, ffn=ffn)
+    width = inter if ffn == "dense" else H
+    rand = lambda *shape: torch.randn(*shape) * 0.2  # noqa: E731
+    legacy = {"fc.weight": rand(H, 2 * H), "attn.q_proj.weight": rand(heads * d, H),
+              "attn.k_proj.weight": rand(kv * d, H), "attn.v_proj.weight": rand(kv * d, H),
+              "attn.o_proj.weight": rand(H, heads * d), "post_attention_layernorm.weight": 1 + rand(H)}
+    prefixes = ["ffn."] if ffn == "dense" else ["ffn.experts.0.", "ffn.experts.1."]
+    for p in prefixes:
+        legacy |= {p + "gate_proj.weight": rand(width, H), p + "up_proj.weight": rand(width, H),
+                   p + "down_proj.weight": rand(H, width)}
+    if ffn == "moe":
+        legacy["ffn.gate.weight"] = rand(4, H)
+    save_file(legacy, str(tmp_path / "drafter.safetensors"))
+    (tmp_path / "drafter.json").write_text(json.dumps({"config": to_dict(cfg)}))
+    drafter = load_drafter(tmp_path)
+
+    x = torch.randn(5, H)
+    expert = [F.linear(F.silu(F.linear(x, legacy[p + "gate_proj.weight"])) * F.linear(x, legacy[p + "up_proj.weight"]),
+                       legacy[p + "down_proj.weight"]) for p in prefixes]
+    with torch.no_grad():
+        if ffn == "dense":
+            torch.testing.assert_close(drafter.ffn(x), expert[0])
+        else:
+            f_moe, f_con, outs, routing = drafter.ffn(x)
+            logits = F.linear(x, legacy["ffn.gate.weight"])
+            w, v = logits[:, :2].softmax(-1), logits[:, 2:].softmax(-1)
+            torch.testing.assert_close(routing.logits, logits)
+            torch.testing.assert_close(outs, torch.stack(expert, dim=-2))
+            torch.testing.assert_close(f_moe, w[:, :1] * expert[0] + w[:, 1:] * expert[1])
+            top = v.argmax(-1, keepdim=True)
+            sign0 = torch.where(top == 0, 1.0, -1.0)
+            torch.testing.assert_close(f_con, sign0 * v[:, :1] * expert[0] - sign0 * v[:, 1:] * expert[1])
+        q = F.linear(x, legacy["attn.q_proj.weight"])
+        torch.testing.assert_close(drafter.attn.qkv_proj(x)[:, : heads * d], q)
