@@ -155,9 +155,10 @@ _DEBATE = (
 )
 
 
-def _explain(rng: random.Random, count: int) -> list[dict]:
-    subjects = [c for topics in _FIELDS.values() for c in topics]
-    return [{"source": "explain", "prompt": rng.choice(_EXPLAIN).format(c=rng.choice(subjects))}
+def _one_slot(rng: random.Random, count: int, source: str, templates: tuple[str, ...], slot: str,
+              values: list[str] | tuple[str, ...]) -> list[dict]:
+    """``count`` prompts: a random template with its one ``{slot}`` filled by a random value."""
+    return [{"source": source, "prompt": rng.choice(templates).format(**{slot: rng.choice(values)})}
             for _ in range(count)]
 
 
@@ -168,16 +169,6 @@ def _compare(rng: random.Random, count: int) -> list[dict]:
         c, d = rng.sample(rng.choice(fields), 2)
         out.append({"source": "compare", "prompt": rng.choice(_COMPARE).format(c=c, d=d)})
     return out
-
-
-def _mechanism(rng: random.Random, count: int) -> list[dict]:
-    return [{"source": "mechanism", "prompt": rng.choice(_MECHANISM).format(x=rng.choice(_DEVICES))}
-            for _ in range(count)]
-
-
-def _debate(rng: random.Random, count: int) -> list[dict]:
-    return [{"source": "debate", "prompt": rng.choice(_DEBATE).format(i=rng.choice(_ISSUES))}
-            for _ in range(count)]
 
 
 def _signed(n: int) -> str:
@@ -235,17 +226,16 @@ def _math_problem(rng: random.Random) -> str:
             "working at the same rate? Explain the reasoning.")
 
 
-def _math(rng: random.Random, count: int) -> list[dict]:
-    return [{"source": "math", "prompt": _math_problem(rng)} for _ in range(count)]
-
-
 def build_knowledge_prompts(total: int = 6000, seed: int = 3) -> list[dict]:
     """A shuffled, deterministic mix (any prefix is itself a balanced mix) of the five families, no prompt twice."""
     rng = random.Random(seed)
     share = {"explain": 0.45, "compare": 0.1, "mechanism": 0.1, "debate": 0.1, "math": 0.25}
-    prompts = (_explain(rng, int(total * share["explain"])) + _compare(rng, int(total * share["compare"]))
-               + _mechanism(rng, int(total * share["mechanism"])) + _debate(rng, int(total * share["debate"]))
-               + _math(rng, int(total * share["math"])))
+    subjects = [c for topics in _FIELDS.values() for c in topics]
+    prompts = (_one_slot(rng, int(total * share["explain"]), "explain", _EXPLAIN, "c", subjects)
+               + _compare(rng, int(total * share["compare"]))
+               + _one_slot(rng, int(total * share["mechanism"]), "mechanism", _MECHANISM, "x", _DEVICES)
+               + _one_slot(rng, int(total * share["debate"]), "debate", _DEBATE, "i", _ISSUES)
+               + [{"source": "math", "prompt": _math_problem(rng)} for _ in range(int(total * share["math"]))])
     rng.shuffle(prompts)
     unique = list({p["prompt"]: p for p in prompts}.values())  # the same prompt twice teaches nothing new
     return unique[:total]
