@@ -141,7 +141,7 @@ class MoEFFN(nn.Module):
     def __init__(self, cfg: DrafterConfig) -> None:
         super().__init__()
         experts, hidden, inter = cfg.num_experts, cfg.hidden_size, cfg.hidden_size  # expert width = hidden
-        self.experts, self.inter = experts, inter
+        self.num_experts, self.inter = experts, inter
         # rows: gate of expert 0..E-1, up of expert 0..E-1, then the router (E MoE logits + 2 contrastive)
         self.gate_up = nn.Linear(hidden, 2 * experts * inter + experts + 2, bias=False)
         self.down = nn.Parameter(torch.empty(experts, inter, hidden))  # [E, I, H]: expert e's x @ down[e]
@@ -149,7 +149,7 @@ class MoEFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Routing]:
         """x: [.., n, H] -> (F_moe [.., n, H], F_con [.., n, H], experts [.., n, 2, H], routing)."""
-        E, inter = self.experts, self.inter
+        E, inter = self.num_experts, self.inter
         y = self.gate_up(x)  # [.., n, 2EI + E + 2]
         gate = y[..., : E * inter].unflatten(-1, (E, inter))  # [.., n, E, I]
         up = y[..., E * inter : 2 * E * inter].unflatten(-1, (E, inter))
@@ -261,7 +261,8 @@ def upgrade_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         gates = [state.pop(f"ffn.experts.{e}.gate_proj.weight") for e in experts]  # [I, H] each
         ups = [state.pop(f"ffn.experts.{e}.up_proj.weight") for e in experts]
         state["ffn.gate_up.weight"] = torch.cat(gates + ups + [state.pop("ffn.gate.weight")])
-        state["ffn.down"] = torch.stack([state.pop(f"ffn.experts.{e}.down_proj.weight").T for e in experts])  # [E, I, H]
+        downs = [state.pop(f"ffn.experts.{e}.down_proj.weight").T for e in experts]  # [I, H] each
+        state["ffn.down"] = torch.stack(downs)  # [E, I, H]
     return state
 
 
