@@ -134,9 +134,9 @@ class Attention(nn.Module):
 class MoEFFN(nn.Module):
     """Two SwiGLU experts (both active) and a gate with an MoE head and a contrastive head.
 
-    Both experts run in two matmuls, not six: ``gate_up`` stacks every expert's gate and up rows and the
-    router's four rows (one weight read for all of them), and ``down`` holds the experts' down projections
-    side by side for one batched matmul. The arithmetic is that of separate experts."""
+    Both experts and the router run in two matmuls, not seven: ``gate_up`` stacks every expert's gate and up
+    rows and the router's four rows (one weight read for all of them), and ``down`` holds the experts' down
+    projections side by side for one batched matmul. The arithmetic is that of separate experts."""
 
     def __init__(self, cfg: DrafterConfig) -> None:
         super().__init__()

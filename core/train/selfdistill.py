@@ -32,9 +32,8 @@ def drop_unfinished_line(shard: Path) -> bool:
 
 def check_resumable(out_dir: Path, prompts: list[dict]) -> int:
     """The number of prompts already answered in ``out_dir``; raise ValueError unless they are the first ones of
-    ``prompts``, in order: resuming
-    appends ``prompts[done:]``, so a prompt list built differently (say, without a text source that was installed
-    when the answers were made) would silently repeat or skip prompts."""
+    ``prompts``, in order: resuming appends ``prompts[done:]``, so a prompt list built differently (say, without
+    a text source that was installed when the answers were made) would silently repeat or skip prompts."""
     answered = [json.loads(line)["prompt"] for shard in sorted(out_dir.glob("shard-*.jsonl")) for line in shard.open()]
     if len(answered) > len(prompts):
         raise ValueError(f"{out_dir} holds {len(answered)} answers but only {len(prompts)} prompts were built")
