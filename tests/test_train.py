@@ -188,20 +188,23 @@ def test_prompt_sets_are_deterministic_and_never_hold_benchmark_questions():
     from core.train.creative import build_creative_prompts
     from core.train.knowledge import build_knowledge_prompts
     from core.train.prompts import build_prompts
+    from core.train.requests import build_request_prompts
 
     chat, broad, creative = build_prompts(600), build_broad_prompts(300), build_creative_prompts(400)
-    knowledge = build_knowledge_prompts(400)
+    knowledge, requests = build_knowledge_prompts(400), build_request_prompts(400)
     assert chat == build_prompts(600) and broad == build_broad_prompts(300) and creative == build_creative_prompts(400)
-    assert knowledge == build_knowledge_prompts(400)
-    for built in (broad, creative, knowledge):
+    assert knowledge == build_knowledge_prompts(400) and requests == build_request_prompts(400)
+    for built in (broad, creative, knowledge, requests):
         assert len({p["prompt"] for p in built}) == len(built)
     assert {"coding", "stem", "humanities", "reasoning"} <= {p["source"] for p in broad}
     assert {"writing", "roleplay", "advice", "editing"} <= {p["source"] for p in creative}
     assert {"explain", "compare", "mechanism", "debate", "math"} <= {p["source"] for p in knowledge[:200]}
+    families = {"letters", "posts", "plans", "roleplay", "extract", "analyze", "teach"}
+    assert families <= {p["source"] for p in requests[:100]}
     bench = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "spec_bench_questions.jsonl"
     if bench.is_file():
         turns = {t.strip() for line in bench.open() for t in json.loads(line)["turns"]}
-        assert not turns & {p["prompt"].strip() for p in chat + broad + creative + knowledge}
+        assert not turns & {p["prompt"].strip() for p in chat + broad + creative + knowledge + requests}
 
 
 def test_knowledge_math_problems_have_the_stated_solutions():

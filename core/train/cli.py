@@ -9,7 +9,7 @@ from pathlib import Path
 from core.models import DEFAULT_TARGET, cache_dir
 
 ANSWER_SETS = {"chat": "answers", "broad": "answers-broad", "creative": "answers-creative",
-               "knowledge": "answers-knowledge"}  # prompt set -> folder
+               "knowledge": "answers-knowledge", "requests": "answers-requests"}  # prompt set -> folder
 
 
 def add_parser(subparsers) -> None:
@@ -25,12 +25,14 @@ def add_parser(subparsers) -> None:
     ans.add_argument("--set", choices=list(ANSWER_SETS), default="chat",
                      help="chat: conversation, docs, quotes, templates; broad: coding, extraction, science, "
                           "humanities, reasoning; creative: writing, role-play, advice, editing; knowledge: "
-                          "explanations and essays in nine fields, comparisons, debates, worked math")
+                          "explanations and essays in nine fields, comparisons, debates, worked math; requests: "
+                          "multi-part requests (letters, posts, plans, role-play, extraction from a given text, "
+                          "analysis, teaching) with constraints on length, format and tone")
     ans.add_argument("--prompts", type=int, default=6000, help="how many prompts to build (resumes)")
     ans.add_argument("--batch-size", type=int, default=32)
     ans.add_argument("--max-new-tokens", type=int, default=160)
     ans.add_argument("--out", type=Path, default=None,
-                     help="default: assets/train-data/answers[-broad|-creative|-knowledge]")
+                     help="default: assets/train-data/answers[-broad|-creative|-knowledge|-requests]")
     ans.set_defaults(func=cmd_answers)
 
     feat = stages.add_parser("features", help="record the target's features on the training sequences")
@@ -90,10 +92,11 @@ def cmd_answers(args: argparse.Namespace) -> int:
     from core.train.creative import build_creative_prompts
     from core.train.knowledge import build_knowledge_prompts
     from core.train.prompts import build_prompts
+    from core.train.requests import build_request_prompts
     from core.train.selfdistill import answer_prompts
 
     build = {"chat": build_prompts, "broad": build_broad_prompts, "creative": build_creative_prompts,
-             "knowledge": build_knowledge_prompts}[args.set]
+             "knowledge": build_knowledge_prompts, "requests": build_request_prompts}[args.set]
     folder = ANSWER_SETS[args.set]
     out = args.out or Path(__file__).resolve().parents[2] / "assets" / "train-data" / folder
     target = TargetModel.load(args.target, args.dtype)

@@ -155,6 +155,11 @@ _DEBATE = (
 )
 
 
+def all_subjects() -> list[str]:
+    """Every subject of the explain family, field by field (the requests set teaches them too)."""
+    return [c for topics in _FIELDS.values() for c in topics]
+
+
 def _one_slot(rng: random.Random, count: int, source: str, templates: tuple[str, ...], slot: str,
               values: list[str] | tuple[str, ...]) -> list[dict]:
     """``count`` prompts: a random template with its one ``{slot}`` filled by a random value."""
@@ -230,7 +235,7 @@ def build_knowledge_prompts(total: int = 6000, seed: int = 3) -> list[dict]:
     """A shuffled, deterministic mix (any prefix is itself a balanced mix) of the five families, no prompt twice."""
     rng = random.Random(seed)
     share = {"explain": 0.45, "compare": 0.1, "mechanism": 0.1, "debate": 0.1, "math": 0.25}
-    subjects = [c for topics in _FIELDS.values() for c in topics]
+    subjects = all_subjects()
     prompts = (_one_slot(rng, int(total * share["explain"]), "explain", _EXPLAIN, "c", subjects)
                + _compare(rng, int(total * share["compare"]))
                + _one_slot(rng, int(total * share["mechanism"]), "mechanism", _MECHANISM, "x", _DEVICES)
