@@ -387,3 +387,37 @@ def test_checkpoints_in_the_separate_matrix_layout_load_and_compute_the_same(ffn
             torch.testing.assert_close(f_con, sign0 * v[:, :1] * expert[0] - sign0 * v[:, 1:] * expert[1])
         q = F.linear(x, legacy["attn.q_proj.weight"])
         torch.testing.assert_close(drafter.attn.qkv_proj(x)[:, : heads * d], q)
+
+
+def test_a_drafter_picks_its_vocabulary_again_from_the_training_answers(tiny_target, tmp_path):
+    from collections import Counter
+
+    from core.drafter import Drafter, config_for_target, save_drafter
+    from core.train.vocab import coverage, ranked_vocabulary, training_token_counts, with_vocabulary
+
+    folder = tmp_path / "answers"
+    folder.mkdir()
+    answers = [[5, 6, 6, 7], [9, 9, 9, 9], [6, 8, 2], [11, 11, 11, 12], [6, 7]]  # 0, 2, 4 are held out
+    lines = [json.dumps({"prompt": str(i), "answer_ids": a}) for i, a in enumerate(answers)]
+    (folder / "shard-0000.jsonl").write_text("\n".join(lines) + "\n")
+    counts = training_token_counts([folder], holdout_every=2)
+    assert counts == Counter({9: 4, 11: 3, 12: 1})
+    ids = ranked_vocabulary(counts, 3, [2])
+    assert ids.tolist() == [2, 9, 11] and coverage(counts, ids) == 7 / 8
+
+    cfg = config_for_target(tiny_target.config, "moe", tiny_target.model_id, tiny_target.fingerprint(), 8)
+    drafter = Drafter(cfg)
+    drafter.vocab_ids.copy_(torch.arange(8) + 3)
+    picked = with_vocabulary(drafter, ids)
+    assert picked.cfg.draft_vocab_size == 3 and drafter.cfg.draft_vocab_size == 8  # the original is untouched
+    save_drafter(picked, tmp_path / "picked")
+    loaded = load_drafter(tmp_path / "picked", tiny_target.fingerprint(), tiny_target.vocab_size)
+    loaded.bind_head(tiny_target.lm_head.weight.float())
+    drafter.bind_head(tiny_target.lm_head.weight.float())
+    assert torch.equal(loaded.head_weight, tiny_target.lm_head.weight.float()[ids])
+    feats, embeds = torch.randn(2, 4, cfg.hidden_size), torch.randn(2, 4, cfg.hidden_size)
+    with torch.no_grad():
+        same = [d(feats, embeds, torch.arange(4)).features for d in (drafter, loaded)]
+    assert torch.equal(same[0], same[1])  # the same weights: only which tokens are scored changed
+    with pytest.raises(ValueError, match="must lie in"):
+        with_vocabulary(drafter, torch.tensor([2, tiny_target.vocab_size]))

@@ -45,6 +45,15 @@ def add_parser(subparsers) -> None:
     feat.add_argument("--out", type=Path, default=default_root / "features.safetensors")
     feat.set_defaults(func=cmd_features)
 
+    voc = stages.add_parser("vocab", help="pick a trained drafter's draft vocabulary again from the answers")
+    voc.add_argument("--target", default=DEFAULT_TARGET)
+    voc.add_argument("--drafter", type=Path, required=True, help="a drafter folder (e.g. assets/drafters/jakiro)")
+    voc.add_argument("--out", type=Path, required=True, help="where the drafter with the new vocabulary goes")
+    voc.add_argument("--size", type=int, default=8192, help="tokens in the new draft vocabulary")
+    voc.add_argument("--answers", type=Path, nargs="+", default=answer_folders)
+    voc.add_argument("--holdout-every", type=int, default=50, help="leave out these held-out answers when counting")
+    voc.set_defaults(func=cmd_vocab)
+
     ev = stages.add_parser("eval", help="tau of a drafter on the held-out slice of the training prompts")
     ev.add_argument("--target", default=DEFAULT_TARGET)
     ev.add_argument("--dtype", default="bfloat16")
@@ -120,6 +129,31 @@ def cmd_features(args: argparse.Namespace) -> int:
     record_features(target, sequences, args.out, metadata={"answer_counts": json.dumps(counts)})
     tokens = sum(len(s.ids) for s in sequences)
     print(f"recorded {len(sequences)} sequences, {tokens} tokens -> {args.out}")
+    return 0
+
+
+def cmd_vocab(args: argparse.Namespace) -> int:
+    from core.drafter import load_drafter, save_drafter
+    from core.target import TargetModel
+    from core.train.vocab import coverage, ranked_vocabulary, training_token_counts, with_vocabulary
+
+    if not 16 <= args.size <= 65536 or args.holdout_every < 2:
+        raise ValueError("--size must be between 16 and 65536 and --holdout-every at least 2")
+    target = TargetModel.load(args.target, "float32")
+    drafter = load_drafter(args.drafter, target.fingerprint(), target.vocab_size)
+    counts = training_token_counts(args.answers, args.holdout_every)
+    if not counts:
+        raise ValueError(f"no answers found in {[str(a) for a in args.answers]}")
+    ids = ranked_vocabulary(counts, args.size, sorted(target.stop_token_ids))
+    meta = json.loads((args.drafter / "drafter.json").read_text())
+    before, after = coverage(counts, drafter.vocab_ids), coverage(counts, ids)
+    meta["vocabulary"] = {"size": ids.numel(), "answer_tokens_counted": sum(counts.values()),
+                          "folders": [a.name for a in args.answers if a.is_dir()], "holdout_every": args.holdout_every,
+                          "coverage_before": round(before, 4), "coverage": round(after, 4)}
+    meta.pop("config", None)
+    save_drafter(with_vocabulary(drafter, ids), args.out, extra=meta)
+    print(f"{args.out}: {ids.numel()} draft tokens cover {after:.1%} of the training answers' tokens "
+          f"(the old vocabulary: {before:.1%})")
     return 0
 
 

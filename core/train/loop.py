@@ -25,6 +25,7 @@ from core.target import TargetModel
 from core.train.data import FeatureSet
 from core.train.losses import LossParts, drafter_loss
 from core.train.unroll import StackedKV, shift_predictions, unroll_mask
+from core.train.vocab import ranked_vocabulary
 
 
 HOLDOUT_SCHEMES = ("per-folder", "global")
@@ -72,10 +73,7 @@ class TrainConfig:
 
 def draft_vocabulary(data: FeatureSet, size: int, always: frozenset[int]) -> torch.Tensor:
     """The ``size`` most frequent assistant tokens (stop tokens always included), by frequency."""
-    counts = Counter(data.ids[data.loss_mask].tolist())
-    ids = [t for t in always] + [t for t, _ in counts.most_common() if t not in always]
-    ids = ids[:size]
-    return torch.tensor(ids, dtype=torch.int64)
+    return ranked_vocabulary(Counter(data.ids[data.loss_mask].tolist()), size, sorted(always))
 
 
 def make_batches(lengths: list[int], indices: list[int], batch_tokens: int, seed: int) -> list[list[int]]:
