@@ -10,7 +10,7 @@ copied names and numbers), and the drafter has seen little of it. Families:
 - roleplay: act as a character in a situation and answer a question in character;
 - extract: a generated note, listing or report, and a request to pull out its facts as JSON, a table or a list
   (the answer copies names and numbers from the prompt);
-- analyze: a generated review, claim or dialogue, and a request to judge, classify or summarize it;
+- analyze: a generated product review or flawed claim, and a request to judge, rate or answer it;
 - teach: a subject from the knowledge set explained for a stated reader and purpose.
 Every prompt adds one or two constraints. Only hand-written lists and a seeded random generator are used, so the
 list, and resuming it, is the same on every machine. Spec-Bench (the benchmark) is never read here.

@@ -21,7 +21,8 @@ from core.drafter import Drafter
 def ranked_vocabulary(counts: Counter, size: int, always: Iterable[int]) -> torch.Tensor:
     """[size] token ids: ``always`` (the stop tokens) first, then the most frequent tokens of ``counts``."""
     first = list(dict.fromkeys(always))
-    ids = first + [t for t, _ in counts.most_common() if t not in set(first)]
+    seen = set(first)
+    ids = first + [t for t, _ in counts.most_common() if t not in seen]
     return torch.tensor(ids[:size], dtype=torch.int64)
 
 
