@@ -131,6 +131,7 @@ def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
     assert history[-1]["loss"] < history[0]["loss"] + 1e-6
     assert 0 <= history[-1]["top1_unrolled"] <= 1
     drafter = load_drafter(tmp_path / "run", tiny_target.fingerprint(), tiny_target.vocab_size)
+    _check_scores_by_depth(drafter, tiny_target, features, cfg, state["final"])
     assert drafter.cfg.draft_vocab_size == drafter.vocab_ids.numel() <= 256
     proposer = attach(drafter, tiny_target, ffn)
     tree = TreeConfig(top_k=3, depth=3, total_tokens=10, schedule="hybrid" if ffn == "moe" else "standard")
@@ -138,6 +139,25 @@ def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
     plain = summarize(SpecDecoder(tiny_target).generate("Count from 3 please.", EngineConfig(max_new_tokens=24)))
     spec = summarize(decoder.generate("Count from 3 please.", EngineConfig(max_new_tokens=24, tree=tree)))
     assert spec.text_tokens == plain.text_tokens
+
+
+def _check_scores_by_depth(drafter, target, features, cfg, final):
+    """``evaluate(passes=N)`` scores a node at every depth down to N; its first two depths are the training
+    loop's own held-out numbers."""
+    from core.train.loop import evaluate, holdout_split
+
+    drafter.bind_head(target.lm_head.weight.float())
+    scores = evaluate(drafter, target.embed_tokens, features, holdout_split(features, cfg)[0], cfg, passes=4)
+    depths = scores["top1_by_depth"]
+    assert len(depths) == 4 and depths[0] == pytest.approx(final["top1"], abs=1e-6)
+    assert depths[1] == pytest.approx(final["top1_unrolled"], abs=1e-6)
+    assert all(0 <= d <= 1 for d in depths)
+    contrastive = scores["con_top1_by_depth"]
+    if cfg.ffn == "moe":
+        assert len(contrastive) == 4 and contrastive[0] == pytest.approx(final["con_top1"], abs=1e-6)
+    else:
+        assert all(c is None for c in contrastive)
+    assert "top1_by_depth" not in evaluate(drafter, target.embed_tokens, features, [0], cfg)
 
 
 def test_warm_start_continues_from_a_trained_drafter(tiny_target, features, tmp_path):

@@ -1,4 +1,5 @@
-"""``python -m core train answers|features|fit``: the three resumable stages of drafter training."""
+"""``python -m core train answers|features|fit`` (the three resumable stages of drafter training), and
+``vocab``, ``eval``, ``score`` to re-pick and measure trained drafters."""
 from __future__ import annotations
 
 import argparse
@@ -72,6 +73,15 @@ def add_parser(subparsers) -> None:
     ev.add_argument("--max-new-tokens", type=int, default=96)
     ev.add_argument("--json", type=Path, default=None)
     ev.set_defaults(func=cmd_eval)
+
+    sc = stages.add_parser("score", help="teacher-forced agreement by tree depth on the held-out recorded features")
+    sc.add_argument("--target", default=DEFAULT_TARGET)
+    sc.add_argument("--drafter", nargs="+", required=True, help="jakiro, eagle or drafter folders")
+    sc.add_argument("--features", type=Path, nargs="+", required=True)
+    sc.add_argument("--passes", type=int, default=5, help="score nodes down to this depth (own predictions)")
+    sc.add_argument("--holdout-every", type=int, default=50, help="the training loop's holdout_every")
+    sc.add_argument("--json", type=Path, default=None)
+    sc.set_defaults(func=cmd_score)
 
     fit = stages.add_parser("fit", help="train (or resume) a drafter on recorded features")
     fit.add_argument("--target", default=DEFAULT_TARGET)
@@ -182,6 +192,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
         moe = bool(proposer and proposer.drafter.cfg.is_moe)
         tree = TreeConfig(schedule="hybrid" if moe else "standard")
         results[spec] = heldout_tau(SpecDecoder(target, proposer), prompts, tree, args.max_new_tokens)
+        print(json.dumps({spec: results[spec]}), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from core.drafter import load_drafter
+    from core.registry import SHIPPED, drafter_folder
+    from core.target import TargetModel
+    from core.train.data import load_features
+    from core.train.loop import TrainConfig, evaluate, holdout_split
+
+    if not 2 <= args.passes <= 8 or args.holdout_every < 2:
+        raise ValueError("--passes must be between 2 and 8 and --holdout-every at least 2")
+    target = TargetModel.load(args.target, "float32")
+    data = load_features(args.features)
+    results = {}
+    for spec in args.drafter:
+        folder = drafter_folder(spec) if spec in SHIPPED else Path(spec)
+        drafter = load_drafter(folder, target.fingerprint(), target.vocab_size)
+        drafter.bind_head(target.lm_head.weight.float())
+        cfg = TrainConfig(ffn="moe" if drafter.cfg.is_moe else "dense", holdout_every=args.holdout_every)
+        holdout, _ = holdout_split(data, cfg)
+        results[spec] = evaluate(drafter, target.embed_tokens, data, holdout, cfg, passes=args.passes)
         print(json.dumps({spec: results[spec]}), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

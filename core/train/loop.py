@@ -205,25 +205,36 @@ def _load_optimizer(run: Path, drafter: Drafter, optimizer) -> None:
 
 
 @torch.no_grad()
-def evaluate(drafter: Drafter, embed, data: FeatureSet, holdout: list[int], cfg: TrainConfig) -> dict:
+def evaluate(drafter: Drafter, embed, data: FeatureSet, holdout: list[int], cfg: TrainConfig, passes: int = 2) -> dict:
     """Teacher-forced top-1 agreement with the target at t+1 (and t+2 for the contrastive branch), the
     distribution overlap at t+1 (``overlap``: acceptance of one sampled token at temperature 1), and top-1 at
-    t+1 when reading the drafter's own previous prediction (``top1_unrolled``, a depth-2 node)."""
+    t+1 when reading the drafter's own previous prediction (``top1_unrolled``, a depth-2 node).
+
+    ``passes`` > 2 also scores deeper nodes: ``top1_by_depth[j]`` is top-1 at t+1 for a depth-(j+1) node (input
+    predicted j times), ``con_top1_by_depth[j]`` the contrastive branch of that node's forward at t+2 (the
+    hybrid schedule's last layer at depth j+2)."""
     drafter.eval()
     device = next(drafter.parameters()).device
     lengths = [int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))]
-    runs = [step_loss(drafter, embed, *(t.to(device) for t in collate(data, b)), cfg, train=False, passes=2)
+    runs = [step_loss(drafter, embed, *(t.to(device) for t in collate(data, b)), cfg, train=False,
+                      passes=max(2, passes))
             for b in make_batches(lengths, holdout, cfg.batch_tokens, 0)]
     drafter.train()
-    first, second = [r[0] for r in runs], [r[1] for r in runs]
-    return {
+    by_pass = list(zip(*runs))  # by_pass[j]: pass j's LossParts over all batches
+    first, second = by_pass[0], by_pass[1]
+    with_con = [[p for p in parts if not math.isnan(p.con_top1)] for parts in by_pass]
+    result = {
         "loss": _mean(first, lambda p: p.total.item()),
         "top1": _mean(first, lambda p: p.top1),
         "overlap": _mean(first, lambda p: p.overlap),
-        "con_top1": _mean([p for p in first if not math.isnan(p.con_top1)], lambda p: p.con_top1),
+        "con_top1": _mean(with_con[0], lambda p: p.con_top1),
         "top1_unrolled": _mean(second, lambda p: p.top1),
         "positions": sum(p.positions for p in first),
     }
+    if passes > 2:
+        result["top1_by_depth"] = [_mean(parts, lambda p: p.top1) for parts in by_pass]
+        result["con_top1_by_depth"] = [_mean(parts, lambda p: p.con_top1) for parts in with_con]
+    return result
 
 
 def _mean(parts: list[LossParts], value) -> float | None:
