@@ -141,6 +141,8 @@ class DrafterConfig:
     ffn: "dense" is the single-head EAGLE-2 drafter; "moe" is Jakiro's two-head MoE FFN.
     draft_vocab_size: 0 scores the full vocabulary; otherwise the drafter scores only this many
         of the target's tokens (the ids are stored with the weights).
+    expert_size: intermediate width of each MoE expert; 0 = hidden_size (JAKIRO.md's reference). Two experts of
+        intermediate_size / 2 hold as many FFN weights as the dense drafter's one MLP.
     The target_* fields name the target the drafter was trained for, so a mismatch is caught at load.
     """
 
@@ -155,6 +157,7 @@ class DrafterConfig:
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     draft_vocab_size: int = 0
+    expert_size: int = 0
     target_id: str = ""
     target_fingerprint: str = ""
 
@@ -169,6 +172,13 @@ class DrafterConfig:
             _is_int(self.draft_vocab_size) and 0 <= self.draft_vocab_size <= self.vocab_size,
             f"draft_vocab_size must be in 0..vocab_size ({self.vocab_size}), got {self.draft_vocab_size!r}",
         )
+        _require(_is_int(self.expert_size) and self.expert_size >= 0,
+                 f"drafter expert_size must be 0 (= hidden_size) or a positive integer, got {self.expert_size!r}")
+
+    @property
+    def expert_width(self) -> int:
+        """Intermediate width of one MoE expert."""
+        return self.expert_size or self.hidden_size
 
     @property
     def is_moe(self) -> bool:

@@ -16,7 +16,7 @@ The target's embedding and lm_head are frozen inputs, never parameters of the dr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -140,7 +140,7 @@ class MoEFFN(nn.Module):
 
     def __init__(self, cfg: DrafterConfig) -> None:
         super().__init__()
-        experts, hidden, inter = cfg.num_experts, cfg.hidden_size, cfg.hidden_size  # expert width = hidden
+        experts, hidden, inter = cfg.num_experts, cfg.hidden_size, cfg.expert_width
         self.num_experts, self.inter = experts, inter
         # rows: gate of expert 0..E-1, up of expert 0..E-1, then the router (E MoE logits + 2 contrastive)
         self.gate_up = nn.Linear(hidden, 2 * experts * inter + experts + 2, bias=False)
@@ -216,7 +216,35 @@ class Drafter(nn.Module):
         return DraftCache(self.cfg.num_kv_heads, self.cfg.head_dim, p.dtype, p.device, capacity)
 
 
-def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, draft_vocab_size: int = 0) -> DrafterConfig:
+def widen_experts(drafter: Drafter, width: int, seed: int = 0) -> Drafter:
+    """A new drafter computing the same function with MoE experts ``width`` units wide (net2net widening).
+
+    Each expert gains ``width - I`` units whose gate and up rows are drawn as ``nn.Linear`` draws them and
+    whose down rows are zero, so every output (both branches, the routing) is unchanged until training moves
+    the new units. ``drafter`` is not modified."""
+    cfg = drafter.cfg
+    if not cfg.is_moe:
+        raise ConfigError("only a Jakiro (moe) drafter has experts to widen")
+    old = cfg.expert_width
+    if width < old:
+        raise ConfigError(f"experts are {old} units wide; widening cannot make them {width}")
+    wide = Drafter(replace(cfg, expert_size=width))
+    state = dict(drafter.state_dict())
+    E, H, new = cfg.num_experts, cfg.hidden_size, width - old
+    rows = state["ffn.gate_up.weight"]  # [2*E*I + E + 2, H]: gates e0.., ups e0.., router
+    blocks = rows[: 2 * E * old].unflatten(0, (2 * E, old))  # [2E, I, H]
+    bound = H ** -0.5
+    fresh = (torch.rand(2 * E, new, H, generator=torch.Generator().manual_seed(seed)) * 2 - 1) * bound
+    grown = torch.cat([blocks, fresh.to(rows)], dim=1).flatten(0, 1)  # [2E * width, H]
+    state["ffn.gate_up.weight"] = torch.cat([grown, rows[2 * E * old :]])
+    down = state["ffn.down"]  # [E, I, H]
+    state["ffn.down"] = torch.cat([down, down.new_zeros(E, new, H)], dim=1)  # [E, width, H]
+    wide.load_state_dict(state, strict=True)
+    return wide.to(next(drafter.parameters()).device)
+
+
+def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, draft_vocab_size: int = 0,
+                      expert_size: int = 0) -> DrafterConfig:
     """A drafter config matching a Hugging Face target config (attention shape, RoPE, vocabulary)."""
     hidden = int(model_config.hidden_size)
     heads = int(model_config.num_attention_heads)
@@ -233,6 +261,7 @@ def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, 
         rms_norm_eps=float(getattr(model_config, "rms_norm_eps", 1e-5)),
         rope_theta=theta,
         draft_vocab_size=draft_vocab_size,
+        expert_size=expert_size if ffn == "moe" else 0,
         target_id=target_id,
         target_fingerprint=fingerprint,
     )

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from core.config import ConfigError, EngineConfig, TreeConfig
-from core.drafter import load_drafter
+from core.drafter import load_drafter, widen_experts
 from core.engine import SpecDecoder
 from core.registry import attach
 from core.trace import summarize
@@ -178,6 +178,36 @@ def test_warm_start_continues_from_a_trained_drafter(tiny_target, features, tmp_
         train(tiny_target, features, dataclasses.replace(warm_cfg, ffn="dense"), tmp_path / "d", init=tmp_path / "a")
     with pytest.raises(ConfigError, match="drafts over .* tokens, this run asks for --draft-vocab 0"):
         train(tiny_target, features, dataclasses.replace(warm_cfg, draft_vocab=0), tmp_path / "e", init=tmp_path / "a")
+    wide = train(tiny_target, features, dataclasses.replace(warm_cfg, expert_size=96), tmp_path / "w", init=tmp_path / "a")
+    assert wide["init"]["widened"] == {"from": 64, "to": 96}
+    assert wide["final"]["loss"] == pytest.approx(trained["final"]["loss"], rel=1e-3)  # the same function
+    assert load_drafter(tmp_path / "w", tiny_target.fingerprint()).cfg.expert_width == 96
+
+
+def test_widened_experts_compute_the_same_function_and_the_new_units_learn(tiny_target):
+    """widen_experts adds units to both experts without changing any output (MoE and contrastive features,
+    routing); a training step then moves the new units' down rows off zero."""
+    torch.manual_seed(3)
+    narrow = random_drafter(tiny_target, "moe")
+    wide = widen_experts(narrow, 96)
+    H = narrow.cfg.hidden_size
+    feats, embeds, pos = torch.randn(7, H), torch.randn(7, H), torch.arange(7)
+    a, b = narrow(feats, embeds, pos, with_experts=True), wide(feats, embeds, pos, with_experts=True)
+    for x, y in ((a.features, b.features), (a.contrastive, b.contrastive), (a.expert_features, b.expert_features),
+                 (a.routing.logits, b.routing.logits)):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+    assert wide.ffn.down.shape == (2, 96, H) and narrow.ffn.down.shape == (2, 64, H)
+    wide.bind_head(tiny_target.lm_head.weight.float())
+    optimizer = torch.optim.AdamW(wide.parameters(), lr=1e-3)
+    wide(feats, embeds, pos).features.square().mean().backward()
+    optimizer.step()
+    assert wide.ffn.down[:, 64:].abs().sum() > 0
+    with pytest.raises(ConfigError, match="cannot make them 32"):
+        widen_experts(narrow, 32)
+    with pytest.raises(ConfigError, match="only a Jakiro"):
+        widen_experts(random_drafter(tiny_target, "dense"), 96)
+    with pytest.raises(ConfigError, match="expert_size is for --ffn moe"):
+        TrainConfig(ffn="dense", expert_size=96)
 
 
 def _crash_while_checkpointing(target, run):

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from core.config import ConfigError
-from core.drafter import Drafter, config_for_target, load_drafter, save_drafter
+from core.drafter import Drafter, config_for_target, load_drafter, save_drafter, widen_experts
 from core.target import TargetModel
 from core.train.data import FeatureSet
 from core.train.losses import LossParts, drafter_loss
@@ -35,6 +35,7 @@ HOLDOUT_SCHEMES = ("per-folder", "global")
 class TrainConfig:
     ffn: str  # "dense" (EAGLE-2) or "moe" (Jakiro)
     draft_vocab: int = 8192  # 0 = full vocabulary
+    expert_size: int = 0  # moe: units per expert (0 = hidden size, the reference); a narrower --init is widened
     epochs: float = 4.0
     lr: float = 3e-4
     beta1: float = 0.9
@@ -62,6 +63,8 @@ class TrainConfig:
             raise ConfigError("epochs and lr must be positive and batch_tokens >= 64")
         if not 1 <= self.unroll <= 8:
             raise ConfigError(f"unroll must be between 1 and 8 passes, got {self.unroll}")
+        if self.expert_size < 0 or (self.expert_size and self.ffn != "moe"):
+            raise ConfigError(f"expert_size is for --ffn moe and must be >= 0, got {self.expert_size}")
         if self.holdout_scheme not in HOLDOUT_SCHEMES:
             raise ConfigError(f"holdout_scheme must be one of {HOLDOUT_SCHEMES}, got {self.holdout_scheme!r}")
 
@@ -185,7 +188,11 @@ def warm_start(init: Path, cfg: TrainConfig, target: TargetModel) -> tuple[Draft
         raise ConfigError(f"--init {init} drafts over {size} tokens, this run asks for "
                           f"--draft-vocab {cfg.draft_vocab}")
     steps = json.loads((init / "drafter.json").read_text()).get("state", {}).get("step")
-    return drafter, {"folder": str(init), "steps": steps}
+    origin = {"folder": str(init), "steps": steps}
+    if cfg.expert_size and cfg.expert_size != drafter.cfg.expert_width:
+        origin["widened"] = {"from": drafter.cfg.expert_width, "to": cfg.expert_size}
+        drafter = widen_experts(drafter, cfg.expert_size, cfg.seed)
+    return drafter, origin
 
 
 def _check_same_holdout(run: Path, cfg: TrainConfig) -> None:
@@ -283,7 +290,8 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
     else:
         vocab = draft_vocabulary(data, cfg.draft_vocab, target.stop_token_ids) if cfg.draft_vocab else None
         dcfg = config_for_target(target.config, cfg.ffn, target.model_id, target.fingerprint(),
-                                 draft_vocab_size=vocab.numel() if vocab is not None else 0)
+                                 draft_vocab_size=vocab.numel() if vocab is not None else 0,
+                                 expert_size=cfg.expert_size)
         drafter = Drafter(dcfg)
         if vocab is not None:
             drafter.vocab_ids.copy_(vocab)
