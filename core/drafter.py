@@ -240,7 +240,8 @@ def widen_experts(drafter: Drafter, width: int, seed: int = 0) -> Drafter:
     down = state["ffn.down"]  # [E, I, H]
     state["ffn.down"] = torch.cat([down, down.new_zeros(E, new, H)], dim=1)  # [E, width, H]
     wide.load_state_dict(state, strict=True)
-    return wide.to(next(drafter.parameters()).device)
+    p = next(drafter.parameters())
+    return wide.to(device=p.device, dtype=p.dtype)
 
 
 def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, draft_vocab_size: int = 0,

@@ -35,7 +35,8 @@ HOLDOUT_SCHEMES = ("per-folder", "global")
 class TrainConfig:
     ffn: str  # "dense" (EAGLE-2) or "moe" (Jakiro)
     draft_vocab: int = 8192  # 0 = full vocabulary
-    expert_size: int = 0  # moe: units per expert (0 = hidden size, the reference); a narrower --init is widened
+    expert_size: int = 0  # moe: units per expert; 0 = a new drafter's are the hidden size (the reference), an
+    # --init keeps its own; an --init with narrower experts is widened to this
     epochs: float = 4.0
     lr: float = 3e-4
     beta1: float = 0.9
