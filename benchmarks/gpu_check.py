@@ -27,7 +27,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config import EngineConfig, TreeConfig  # noqa: E402
-from core.drafter import Drafter, config_for_target  # noqa: E402
+from core.drafter import Drafter, add_feature_layers, config_for_target  # noqa: E402
 from core.drafting import FeatureProposer  # noqa: E402
 from core.engine import SpecDecoder  # noqa: E402
 from core.models import resolve_target  # noqa: E402
@@ -150,6 +150,11 @@ def engine_costs(model, new_tokens: int) -> dict[str, dict]:
             row = run(decoder, tree)
             row["speedup_at_tau"] = {tau: round(tau * plain_ms / row["ms_per_forward"], 2) for tau in (2.0, 3.0, 4.0, 5.0)}
             out[f"{ffn}/{name}"] = row
+    # the cost of fused features (EAGLE-3's low/mid/high taps): the target returns three inner layers' states
+    layers = model.config.num_hidden_layers
+    taps = tuple(sorted({max(1, min(layers - 1, k)) for k in (3, layers // 2, layers - 3)}))
+    fused = add_feature_layers(random_drafter(target, "dense"), taps)
+    out["dense-fused/cpu-default"] = run(SpecDecoder(target, attach(fused, target, "dense")), TREES["cpu-default"])
     return out
 
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One prepared run for a CUDA machine (see the device tool): the cost model, then the test suite on CUDA.
 # Usage there:  bash benchmarks/gpu_check.sh   (results under $OUT, or ./gpu-out when OUT is unset)
+# The tiny test models and the cost model borrow the default model's tokenizer, not its weights (which do not fit
+# the 64 MiB a device call carries): carry a folder JAKIRO_CACHE/SmolLM2-135M-Instruct holding its config.json,
+# generation_config.json, chat_template.jinja and tokenizer files, and set JAKIRO_CACHE to it there.
 # PY picks the interpreter (default python3); each part has its own time limit so one hang cannot eat the other.
 set -uo pipefail
 cd "$(dirname "$0")/.."

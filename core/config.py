@@ -143,6 +143,8 @@ class DrafterConfig:
         of the target's tokens (the ids are stored with the weights).
     expert_size: intermediate width of each MoE expert; 0 = hidden_size (JAKIRO.md's reference). Two experts of
         intermediate_size / 2 hold as many FFN weights as the dense drafter's one MLP.
+    feature_layers: inner target layers (1-based) whose hidden states the drafter reads besides the last one,
+        fused into one feature (EAGLE-3's low/mid/high features); () = the last hidden state alone (JAKIRO.md).
     The target_* fields name the target the drafter was trained for, so a mismatch is caught at load.
     """
 
@@ -158,10 +160,15 @@ class DrafterConfig:
     rope_theta: float = 10000.0
     draft_vocab_size: int = 0
     expert_size: int = 0
+    feature_layers: tuple[int, ...] = ()
     target_id: str = ""
     target_fingerprint: str = ""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_layers", tuple(self.feature_layers))  # a list when read from JSON
+        _require(all(_is_int(layer) and layer >= 1 for layer in self.feature_layers)
+                 and list(self.feature_layers) == sorted(set(self.feature_layers)),
+                 f"drafter feature_layers must be distinct increasing layer numbers >= 1, got {self.feature_layers!r}")
         for name in ("hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size"):
             value = getattr(self, name)
             _require(_is_int(value) and value > 0, f"drafter {name} must be a positive integer, got {value!r}")

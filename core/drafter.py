@@ -7,6 +7,10 @@ e_{t+1}, and predicts the target's next feature:
     h = h + attn(h)                            # RoPE, GQA, no input norm (as EAGLE)
     g = h + ffn(norm(h))                       # ~ f_{t+1}; tokens come from the target's lm_head(g)
 
+With ``feature_layers`` (EAGLE-3's fused features), a feature that comes from the target is first fused from
+the hidden states after those inner layers and the last one:  f_t = fuse([rms(l_1); ..; rms(l_K); f_t]),
+[n, (K+1)H] -> [n, H]; the drafter's own predictions are already H-wide and are read as they are.
+
 The Jakiro FFN has two SwiGLU experts, both active, and a gate with two routing heads:
     head 1 (MoE):          w = softmax(gate[0:2]);  F_moe = w0 E0(x) + w1 E1(x)
     head 2 (contrastive):  v = softmax(gate[2:4]);  F_con = v_top E_top(x) - v_bot E_bot(x)
@@ -170,6 +174,8 @@ class Drafter(nn.Module):
     def __init__(self, cfg: DrafterConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        taps = len(cfg.feature_layers)
+        self.fuse = nn.Linear((taps + 1) * cfg.hidden_size, cfg.hidden_size, bias=False) if taps else None
         self.fc = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size, bias=False)
         self.attn = Attention(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
@@ -187,9 +193,23 @@ class Drafter(nn.Module):
             )
         self.head_weight = lm_head_weight.detach()[self.vocab_ids.to(lm_head_weight.device)]
 
+    def target_features(self, stacked: torch.Tensor) -> torch.Tensor:
+        """The drafter's input feature at positions the target computed. ``stacked`` [.., n, (K+1)H]: the
+        hidden states after ``cfg.feature_layers`` (K of them, rms-normalised here) and the last hidden state,
+        side by side (just the last, [.., n, H], for a drafter that reads no inner layers). -> [.., n, H]"""
+        H, K = self.cfg.hidden_size, len(self.cfg.feature_layers)
+        if stacked.shape[-1] != (K + 1) * H:
+            raise ValueError(f"this drafter reads the target's layers {list(self.cfg.feature_layers)} and its last "
+                             f"hidden state: {(K + 1) * H} features wide, got {stacked.shape[-1]}")
+        if self.fuse is None:
+            return stacked
+        inner = F.rms_norm(stacked[..., : K * H].unflatten(-1, (K, H)).float(), (H,), eps=self.cfg.rms_norm_eps)
+        joined = torch.cat([inner.flatten(-2), stacked[..., K * H :].float()], dim=-1)  # [.., n, (K+1)H]
+        return self.fuse(joined.to(self.fuse.weight.dtype))
+
     def forward(
         self,
-        features: torch.Tensor,  # [.., n, H] f_t (target) or g (drafted)
+        features: torch.Tensor,  # [.., n, H] f_t (target, through target_features) or g (drafted)
         next_embeds: torch.Tensor,  # [.., n, H] e_{t+1}
         positions: torch.Tensor,  # [n]
         cache: DraftCache | None = None,  # mutated: gains n entries
@@ -244,11 +264,29 @@ def widen_experts(drafter: Drafter, width: int, seed: int = 0) -> Drafter:
     return wide.to(device=p.device, dtype=p.dtype)
 
 
+def add_feature_layers(drafter: Drafter, layers: tuple[int, ...]) -> Drafter:
+    """A new drafter computing the same function that also reads the target's hidden states after ``layers``:
+    its fuse matrix starts as [0 .. 0 | I], passing the last hidden state through until training learns to use
+    the inner ones. ``drafter`` is not modified."""
+    if drafter.cfg.feature_layers:
+        raise ConfigError(f"the drafter already reads layers {list(drafter.cfg.feature_layers)}")
+    fused = Drafter(replace(drafter.cfg, feature_layers=tuple(layers)))
+    state = dict(drafter.state_dict())
+    H = drafter.cfg.hidden_size
+    state["fuse.weight"] = torch.cat([torch.zeros(H, len(layers) * H), torch.eye(H)], dim=1)  # [H, (K+1)H]
+    fused.load_state_dict(state, strict=True)
+    p = next(drafter.parameters())
+    return fused.to(device=p.device, dtype=p.dtype)
+
+
 def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, draft_vocab_size: int = 0,
-                      expert_size: int = 0) -> DrafterConfig:
+                      expert_size: int = 0, feature_layers: tuple[int, ...] = ()) -> DrafterConfig:
     """A drafter config matching a Hugging Face target config (attention shape, RoPE, vocabulary)."""
     hidden = int(model_config.hidden_size)
     heads = int(model_config.num_attention_heads)
+    layers = int(model_config.num_hidden_layers)
+    if any(not 1 <= layer < layers for layer in feature_layers):
+        raise ConfigError(f"feature layers must be inner layers of the target, 1..{layers - 1}: got {list(feature_layers)}")
     rope_params = getattr(model_config, "rope_parameters", None) or {}
     theta = float(rope_params.get("rope_theta", getattr(model_config, "rope_theta", 10000.0)))
     return DrafterConfig(
@@ -263,6 +301,7 @@ def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, 
         rope_theta=theta,
         draft_vocab_size=draft_vocab_size,
         expert_size=expert_size if ffn == "moe" else 0,
+        feature_layers=tuple(feature_layers),
         target_id=target_id,
         target_fingerprint=fingerprint,
     )

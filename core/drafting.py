@@ -57,6 +57,7 @@ class Proposer(Protocol):
     """Anything that proposes draft trees to the engine."""
 
     name: str
+    feature_layers: tuple[int, ...]  # inner target layers whose hidden states ``propose`` reads (() = none)
 
     def reset(self, prompt_ids: list[int]) -> None:
         """Forget every previous generation."""
@@ -66,7 +67,8 @@ class Proposer(Protocol):
 
     def propose(
         self,
-        features: torch.Tensor,  # [m, H] target features of the tokens verified since the last call
+        features: torch.Tensor,  # [m, (K+1)H] target features of the tokens verified since the last call: the
+        # hidden states after the K feature_layers, then the last hidden state (TargetOutput.drafter_features)
         next_tokens: torch.Tensor,  # [m] the token that followed each of them (the last is the root)
         root_pos: int,  # position of the root token
         tree: TreeConfig,
@@ -126,6 +128,7 @@ class FeatureProposer:
         self.embed = embed
         self.name = name
         self.trained = trained  # False for a randomly initialised drafter (lossless, but its speed means nothing)
+        self.feature_layers = drafter.cfg.feature_layers
         self.cache = drafter.new_cache()
 
     def reset(self, prompt_ids: list[int]) -> None:
@@ -145,7 +148,8 @@ class FeatureProposer:
         # 1. Catch up on the verified tokens; the last row is the root's own output.
         moe = self.drafter.cfg.is_moe
         out = self.drafter(
-            features, self.embed(next_tokens), torch.arange(root_pos - m, root_pos), self.cache, with_experts=moe,
+            self.drafter.target_features(features), self.embed(next_tokens), torch.arange(root_pos - m, root_pos),
+            self.cache, with_experts=moe,
         )
         cycle.fed[0] = _rows(out, [m - 1])[0]
         forwards = 1

@@ -60,6 +60,7 @@ class SpecDecoder:
     def __init__(self, target: TargetModel, proposer: Proposer | None = None, name: str | None = None) -> None:
         self.target = target
         self.proposer = proposer
+        self._taps = proposer.feature_layers if proposer is not None else ()  # inner layers the drafter reads
         self.name = name or (proposer.name if proposer else "none")
         self._plain_ms: float | None = None  # measured once, the first time the fallback needs it
         self._cost: CostModel | None = None  # measured once, the first time an adaptive tree needs it
@@ -102,12 +103,12 @@ class SpecDecoder:
         t0 = self._clock()
         cache = self.target.new_cache()
         n = len(prompt_ids)
-        out = self.target.forward(torch.tensor(prompt_ids), torch.arange(n), cache)
+        out = self.target.forward(torch.tensor(prompt_ids), torch.arange(n), cache, taps=self._taps)
         first = sample_token(self._rows_for_sampling(out.logits[-1:], cfg)[0], cfg.sampling, generator)
         if self.proposer is not None:
             self.proposer.reset(prompt_ids)
         state = _State(
-            cache=cache, root_pos=n, features=out.hidden, next_tokens=torch.tensor(prompt_ids[1:] + [first]),
+            cache=cache, root_pos=n, features=out.drafter_features(), next_tokens=torch.tensor(prompt_ids[1:] + [first]),
             generated=[], forwards=1, fallback=FallbackState(), prompt_ids=list(prompt_ids),
             lookup_tokens=cfg.tree.lookup,
         )
@@ -128,7 +129,7 @@ class SpecDecoder:
         t1 = self._clock()
         # 2. Verify: one target forward over every kept node under the ancestor mask.
         mask = vtree.mask if vtree.size > 1 else None
-        out = self.target.forward(vtree.tokens, state.root_pos + vtree.depths, state.cache, mask)
+        out = self.target.forward(vtree.tokens, state.root_pos + vtree.depths, state.cache, mask, self._taps)
         result = verify_tree(vtree.tokens, vtree.parents, self._rows_for_sampling(out.logits, cfg), cfg.sampling, generator)
         t2 = self._clock()
         # 3. Commit: keep the accepted nodes' KV, emit their tokens and the bonus token.
@@ -140,7 +141,8 @@ class SpecDecoder:
         new_tokens = vtree.tokens[accepted[1:]].tolist() + [result.bonus_token]
         if draft is not None:
             state.lookup_tokens = next_run_length(cfg.tree, state.lookup_tokens, draft.runs, new_tokens[:-1])
-        verified = out.hidden[accepted.to(out.hidden.device)]  # [len(accepted), H]
+        features = out.drafter_features()  # [q, (K+1)H]
+        verified = features[accepted.to(features.device)]  # [len(accepted), (K+1)H]
         if not drafted and self.proposer is not None:  # the drafter did not run: it catches up later
             state.features = torch.cat([state.features, verified])
             state.next_tokens = torch.cat([state.next_tokens, torch.tensor(new_tokens)])

@@ -39,6 +39,11 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 class TargetOutput:
     logits: torch.Tensor  # [q, vocab] float32
     hidden: torch.Tensor  # [q, hidden] model dtype, last hidden state after the final norm
+    taps: torch.Tensor | None = None  # [q, K*hidden] hidden states after the requested inner layers, side by side
+
+    def drafter_features(self) -> torch.Tensor:
+        """[q, (K+1)*hidden]: the taps, then the last hidden state (what ``Drafter.target_features`` reads)."""
+        return self.hidden if self.taps is None else torch.cat([self.taps, self.hidden], dim=-1)
 
 
 class TargetModel:
@@ -104,6 +109,7 @@ class TargetModel:
         positions: torch.Tensor,  # [q] int64, absolute positions
         cache: DynamicCache,  # grows by q entries (mutated)
         tree_mask: torch.Tensor | None = None,  # [q, q] bool, True where node i may see node j
+        taps: tuple[int, ...] = (),  # inner layers (1-based) whose hidden states to return as well
     ) -> TargetOutput:
         """One forward over ``q`` new tokens appended after the cache; causal unless ``tree_mask`` is given."""
         past = cache.get_seq_length()
@@ -114,10 +120,12 @@ class TargetModel:
             attention_mask=mask,
             cache=cache,
             use_cache=True,
+            output_hidden_states=bool(taps),
         )
         hidden = out.last_hidden_state[0]  # [q, hidden]
         logits = self.lm_head(hidden).float()  # [q, vocab]
-        return TargetOutput(logits=logits, hidden=hidden)
+        inner = torch.cat([out.hidden_states[layer][0] for layer in taps], dim=-1) if taps else None  # [q, K*hidden]
+        return TargetOutput(logits=logits, hidden=hidden, taps=inner)
 
     def _additive_mask(self, tree_mask: torch.Tensor, past: int) -> torch.Tensor:
         """[1, 1, q, past + q] additive mask: the whole prefix is visible, tree nodes see their ancestors."""

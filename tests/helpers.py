@@ -58,6 +58,7 @@ class OracleProposer:
         self.decoys = decoys
         self.sibling_depths = sibling_depths  # at these depths a decoy outranks the true token
         self.context: list[int] = []
+        self.feature_layers: tuple[int, ...] = ()
 
     def reset(self, prompt_ids: list[int]) -> None:
         self.context = list(prompt_ids[:1])

@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import save_file
 
 from core.config import ConfigError, EngineConfig, TreeConfig
-from core.drafter import load_drafter, widen_experts
+from core.drafter import add_feature_layers, load_drafter, widen_experts
 from core.engine import SpecDecoder
 from core.registry import attach
 from core.trace import summarize
-from core.train.data import Sequence, encode_conversation, load_features, record_features
+from core.train.data import Sequence, encode_conversation, load_features, record_features, recorded_taps
 from core.train.losses import drafter_loss
 from core.train.loop import TrainConfig, _save_checkpoint, draft_vocabulary, make_batches, train
 from core.train.selfdistill import answer_prompts, done_count
@@ -207,6 +207,72 @@ def test_widened_experts_compute_the_same_function_and_the_new_units_learn(tiny_
         widen_experts(random_drafter(tiny_target, "dense"), 96)
     with pytest.raises(ConfigError, match="expert_size is for --ffn moe"):
         TrainConfig(ffn="dense", expert_size=96)
+
+
+@pytest.fixture(scope="module")
+def deep_target(tmp_path_factory):
+    from tests.helpers import make_tiny_target
+
+    return make_tiny_target(tmp_path_factory.mktemp("deep"), seed=1, layers=4)
+
+
+def _count_sequences(target, n: int = 24) -> list[Sequence]:
+    out = []
+    for i in range(n):
+        prompt = target.encode_chat(f"Count from {i} please.")
+        answer = [(i * 7 + k) % 300 + 100 for k in range(20)] + [2]
+        out.append(Sequence(ids=prompt + answer, loss_mask=[0] * len(prompt) + [1] * len(answer), source="t"))
+    return out
+
+
+def test_fused_features_are_recorded_preserved_trained_and_lossless(deep_target, tmp_path):
+    """Features recorded with --taps hold the inner layers' hidden states; a drafter that gains feature layers
+    computes what it computed before (fuse = [0 | I]); training moves the fuse onto the inner layers; the engine
+    feeds them to the drafter and stays lossless."""
+    target = deep_target
+    path = tmp_path / "taps.safetensors"
+    record_features(target, _count_sequences(target), path, batch_tokens=512, taps=(1, 3))
+    data = load_features([path])
+    assert recorded_taps(path) == (1, 3) and data.tap_layers == (1, 3)
+    ids = data.sequence(5)[0]
+    with torch.inference_mode():
+        direct = target.decoder(input_ids=ids[None].to(target.device), output_hidden_states=True).hidden_states
+    torch.testing.assert_close(data.sequence_taps(5, (3,)).float(), direct[3][0].cpu(), atol=3e-2, rtol=2e-2)
+    with pytest.raises(ValueError, match="not of \\[2\\]"):
+        data.sequence_taps(5, (2,))
+    plain_path = tmp_path / "plain.safetensors"
+    record_features(target, _count_sequences(target, 6), plain_path, batch_tokens=512)
+    assert load_features([path, plain_path]).tap_layers == ()  # mixed files: taps dropped, training says so
+
+    cfg = TrainConfig(ffn="moe", draft_vocab=256, epochs=2, batch_tokens=512, checkpoint_every=50, holdout_every=6,
+                      warmup_steps=2, lr=2e-3, unroll=2)
+    base = train(target, data, cfg, tmp_path / "base")
+    drafter = load_drafter(tmp_path / "base", target.fingerprint())
+    fused = add_feature_layers(drafter, (1, 3))
+    H = drafter.cfg.hidden_size
+    stacked, embeds, pos = torch.randn(7, 3 * H) * 4, torch.randn(7, H), torch.arange(7)
+    a = drafter(drafter.target_features(stacked[:, -H:]), embeds, pos)
+    b = fused(fused.target_features(stacked), embeds, pos)
+    torch.testing.assert_close(a.features, b.features, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="192 features wide, got 64"):
+        fused.target_features(stacked[:, -H:])
+
+    warm_cfg = dataclasses.replace(cfg, feature_layers=(1, 3), epochs=1)
+    with pytest.raises(ConfigError, match="features hold taps of none"):
+        train(target, load_features([plain_path]), warm_cfg, tmp_path / "x", init=tmp_path / "base")
+    warm = train(target, data, warm_cfg, tmp_path / "fused", init=tmp_path / "base")
+    assert warm["init"]["feature_layers_added"] == [1, 3]
+    trained = load_drafter(tmp_path / "fused", target.fingerprint())
+    assert trained.cfg.feature_layers == (1, 3) and trained.fuse.weight[:, : 2 * H].abs().sum() > 0
+    assert warm["final"]["loss"] < base["final"]["loss"] + 0.5
+
+    proposer = attach(trained, target, "moe")
+    assert proposer.feature_layers == (1, 3)
+    tree = TreeConfig(top_k=3, depth=3, total_tokens=10, schedule="hybrid")
+    plain = summarize(SpecDecoder(target).generate("Count from 3 please.", EngineConfig(max_new_tokens=24)))
+    spec = summarize(SpecDecoder(target, proposer).generate("Count from 3 please.",
+                                                            EngineConfig(max_new_tokens=24, tree=tree)))
+    assert spec.text_tokens == plain.text_tokens
 
 
 def _crash_while_checkpointing(target, run):

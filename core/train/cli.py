@@ -44,6 +44,9 @@ def add_parser(subparsers) -> None:
     feat.add_argument("--chitchat", type=int, default=0, help="also teacher-force this many human conversations")
     feat.add_argument("--prompt-context", type=int, default=160, help="prompt tokens kept before each answer")
     feat.add_argument("--out", type=Path, default=default_root / "features.safetensors")
+    feat.add_argument("--limit", type=int, default=None, help="only the first N sequences of each answer folder")
+    feat.add_argument("--taps", default="", help="also record the hidden states after these inner layers (1-based, "
+                                                 "comma-separated, e.g. 3,15,22), for drafters with fused features")
     feat.set_defaults(func=cmd_features)
 
     voc = stages.add_parser("vocab", help="pick a trained drafter's draft vocabulary again from the answers")
@@ -100,6 +103,9 @@ def add_parser(subparsers) -> None:
             fit.add_argument(flag, required=True, choices=["dense", "moe"])
         elif f.name == "holdout_scheme":
             fit.add_argument(flag, default=f.default, choices=list(HOLDOUT_SCHEMES))
+        elif f.name == "feature_layers":
+            fit.add_argument(flag, type=parse_layers, default=f.default,
+                             help="inner target layers fused into the drafter's input, e.g. 3,15,22 (EAGLE-3)")
         else:
             fit.add_argument(flag, type=type(f.default), default=f.default)
     fit.set_defaults(func=cmd_fit)
@@ -128,7 +134,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     from core.train.data import chitchat_conversations, record_features, self_distilled
 
     target = TargetModel.load(args.target, args.dtype)
-    per_folder = {folder.name: self_distilled(folder, args.prompt_context) for folder in args.answers if folder.is_dir()}
+    per_folder = {folder.name: self_distilled(folder, args.prompt_context)[: args.limit]
+                  for folder in args.answers if folder.is_dir()}
     sequences = [s for seqs in per_folder.values() for s in seqs]
     if args.chitchat:
         sequences += chitchat_conversations(target, args.chitchat)
@@ -136,10 +143,28 @@ def cmd_features(args: argparse.Namespace) -> int:
         raise ValueError(f"no training sequences: run `python -m core train answers` first (looked in {args.answers})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     counts = {name: len(seqs) for name, seqs in per_folder.items()}
-    record_features(target, sequences, args.out, metadata={"answer_counts": json.dumps(counts)})
+    record_features(target, sequences, args.out, metadata={"answer_counts": json.dumps(counts)},
+                    taps=parse_layers(args.taps))
     tokens = sum(len(s.ids) for s in sequences)
     print(f"recorded {len(sequences)} sequences, {tokens} tokens -> {args.out}")
     return 0
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """``"3,15,22"`` -> ``(3, 15, 22)``; ``""`` -> ``()``."""
+    try:
+        layers = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise ValueError(f"layers must be comma-separated numbers such as 3,15,22, got {text!r}") from err
+    if len(set(layers)) != len(layers) or list(layers) != sorted(layers):
+        raise ValueError(f"layers must be distinct and increasing, got {text!r}")
+    return layers
+
+
+def _reads_taps(folder: Path | None) -> bool:
+    """Whether the drafter saved in ``folder`` (if any) reads inner target layers."""
+    saved = folder / "drafter.json" if folder else None
+    return bool(saved and saved.is_file() and json.loads(saved.read_text())["config"].get("feature_layers"))
 
 
 def cmd_vocab(args: argparse.Namespace) -> int:
@@ -232,7 +257,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     target = TargetModel.load(args.target, "float32")
-    data = load_features(args.features)
+    data = load_features(args.features, taps=bool(cfg.feature_layers) or _reads_taps(args.run) or _reads_taps(args.init))
     state = train(target, data, cfg, args.run, args.max_minutes, args.init)
     print(json.dumps({"step": state["step"], "done": state["done"], "final": state["final"]}))
     if args.export:

@@ -4,8 +4,9 @@ A training sequence is a chat: token ids plus a loss mask marking the assistant'
 ones a drafter must learn to propose). Two kinds feed the drafters:
 - self-distilled: a prompt answered by the target itself (``selfdistill.py``);
 - teacher-forced fixed text: real human conversations, the second speaker as the assistant.
-The target runs once over every sequence (teacher forcing) and its last hidden states are
-stored in safetensors shards in a compact dtype, outside git.
+The target runs once over every sequence (teacher forcing) and its last hidden states (and, on request,
+the hidden states after some inner layers: the "taps" a drafter with fused features reads) are stored in
+safetensors shards in a compact dtype, outside git.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from core.target import TargetModel
 
@@ -40,6 +41,8 @@ class FeatureSet:
     hidden: torch.Tensor  # [T, H] bfloat16, target's last hidden state at each token
     offsets: torch.Tensor  # [S + 1] int64, sequence s spans offsets[s]:offsets[s+1]
     groups: tuple[int, ...] = ()  # sequences per recorded group (each answer folder, then the rest), in order
+    taps: torch.Tensor | None = None  # [T, K*H] bfloat16: hidden states after the layers in tap_layers, side by side
+    tap_layers: tuple[int, ...] = ()  # K target layers (1-based: the output of layer i); () = no taps
 
     def __len__(self) -> int:
         return self.offsets.numel() - 1
@@ -47,6 +50,17 @@ class FeatureSet:
     def sequence(self, s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a, b = int(self.offsets[s]), int(self.offsets[s + 1])
         return self.ids[a:b], self.loss_mask[a:b], self.hidden[a:b]
+
+    def sequence_taps(self, s: int, layers: tuple[int, ...]) -> torch.Tensor:
+        """[len, len(layers)*H] the recorded taps of sequence ``s`` for ``layers`` (a subset of tap_layers)."""
+        missing = [layer for layer in layers if layer not in self.tap_layers]
+        if self.taps is None or missing:
+            raise ValueError(f"the features hold taps of layers {list(self.tap_layers)}, not of {missing or list(layers)}: "
+                             "record them with `train features --taps`")
+        a, b = int(self.offsets[s]), int(self.offsets[s + 1])
+        H = self.hidden.shape[-1]
+        blocks = [self.taps[a:b, k * H : (k + 1) * H] for k in (self.tap_layers.index(layer) for layer in layers)]
+        return torch.cat(blocks, dim=-1)
 
 
 def encode_conversation(target: TargetModel, messages: list[dict]) -> tuple[list[int], list[int]]:
@@ -117,11 +131,16 @@ def chitchat_conversations(target: TargetModel, limit: int, seed: int = 0) -> li
 
 @torch.inference_mode()
 def record_features(target: TargetModel, sequences: list[Sequence], path: Path, batch_tokens: int = 8192,
-                    metadata: dict[str, str] | None = None) -> None:
+                    metadata: dict[str, str] | None = None, taps: tuple[int, ...] = ()) -> None:
     """Run the target over every sequence (batched, right-padded) and save one safetensors shard (with
-    ``metadata``, e.g. the answers per folder it was recorded from)."""
+    ``metadata``, e.g. the answers per folder it was recorded from). ``taps``: also store the hidden states
+    after these layers (1-based), side by side."""
+    layers = int(target.config.num_hidden_layers)
+    if any(not 1 <= layer < layers for layer in taps):
+        raise ValueError(f"--taps must name inner layers between 1 and {layers - 1}, got {list(taps)}")
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].ids))
     hidden: list[torch.Tensor | None] = [None] * len(sequences)
+    tapped: list[torch.Tensor | None] = [None] * len(sequences)
     i = 0
     while i < len(order):
         j = i
@@ -132,21 +151,33 @@ def record_features(target: TargetModel, sequences: list[Sequence], path: Path, 
         width = max(len(s.ids) for s in batch)
         ids = torch.tensor([s.ids + [0] * (width - len(s.ids)) for s in batch])
         attn = torch.tensor([[1] * len(s.ids) + [0] * (width - len(s.ids)) for s in batch])
-        out = target.decoder(input_ids=ids.to(target.device), attention_mask=attn.to(target.device)).last_hidden_state
+        out = target.decoder(input_ids=ids.to(target.device), attention_mask=attn.to(target.device),
+                             output_hidden_states=bool(taps))
+        inner = torch.cat([out.hidden_states[layer] for layer in taps], dim=-1) if taps else None  # [B, L, K*H]
         for row, k in enumerate(order[i:j]):
-            hidden[k] = out[row, : len(sequences[k].ids)].to(torch.bfloat16).cpu()
+            hidden[k] = out.last_hidden_state[row, : len(sequences[k].ids)].to(torch.bfloat16).cpu()
+            if inner is not None:
+                tapped[k] = inner[row, : len(sequences[k].ids)].to(torch.bfloat16).cpu()
         i = j
     lengths = torch.tensor([len(s.ids) for s in sequences])
-    save_file({
+    tensors = {
         "ids": torch.tensor([t for s in sequences for t in s.ids], dtype=torch.int64),
         "loss_mask": torch.tensor([t for s in sequences for t in s.loss_mask], dtype=torch.bool),
         "hidden": torch.cat(hidden),  # type: ignore[arg-type]
         "offsets": torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]),
-    }, str(path), metadata=metadata)
+    }
+    if taps:
+        tensors["taps"] = torch.cat(tapped)  # type: ignore[arg-type]
+        metadata = {**(metadata or {}), "tap_layers": json.dumps(list(taps))}
+    save_file(tensors, str(path), metadata=metadata)
 
 
-def load_features(paths: list[Path]) -> FeatureSet:
-    parts = [load_file(str(p)) for p in paths]
+def load_features(paths: list[Path], taps: bool = True) -> FeatureSet:
+    """The recorded files, concatenated. Taps are kept when asked for and every file holds the same (else
+    dropped: they are the largest tensors, and only a drafter with fused features reads them)."""
+    tap_sets = {recorded_taps(p) for p in paths}
+    tap_layers = tap_sets.pop() if taps and len(tap_sets) == 1 else ()
+    parts = [_read(p, with_taps=bool(tap_layers)) for p in paths]
     offsets, base, groups = [torch.zeros(1, dtype=torch.int64)], 0, []
     for path, part in zip(paths, parts):
         offsets.append(part["offsets"][1:] + base)
@@ -158,7 +189,21 @@ def load_features(paths: list[Path]) -> FeatureSet:
         hidden=torch.cat([p["hidden"] for p in parts]),
         offsets=torch.cat(offsets),
         groups=tuple(groups),
+        taps=torch.cat([p["taps"] for p in parts]) if tap_layers else None,
+        tap_layers=tap_layers,
     )
+
+
+def _read(path: Path, with_taps: bool) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as fh:
+        return {name: fh.get_tensor(name) for name in fh.keys() if with_taps or name != "taps"}
+
+
+def recorded_taps(features: Path) -> tuple[int, ...]:
+    """The inner layers whose hidden states a features file holds (``()`` for none)."""
+    with safe_open(str(features), framework="pt") as fh:
+        text = (fh.metadata() or {}).get("tap_layers")
+    return tuple(int(layer) for layer in json.loads(text)) if text else ()
 
 
 def recorded_counts(features: Path) -> dict[str, int] | None:

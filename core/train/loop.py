@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from core.config import ConfigError
-from core.drafter import Drafter, config_for_target, load_drafter, save_drafter, widen_experts
+from core.drafter import Drafter, add_feature_layers, config_for_target, load_drafter, save_drafter, widen_experts
 from core.target import TargetModel
 from core.train.data import FeatureSet
 from core.train.losses import LossParts, drafter_loss
@@ -37,6 +37,8 @@ class TrainConfig:
     draft_vocab: int = 8192  # 0 = full vocabulary
     expert_size: int = 0  # moe: units per expert; 0 = a new drafter's are the hidden size (the reference), an
     # --init keeps its own; an --init with narrower experts is widened to this
+    feature_layers: tuple[int, ...] = ()  # inner target layers fused into the drafter's input (EAGLE-3); an --init
+    # that reads none gains them function-preserving (needs features recorded with these --taps)
     epochs: float = 4.0
     lr: float = 3e-4
     beta1: float = 0.9
@@ -58,6 +60,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_layers", tuple(self.feature_layers))  # a list when read from JSON
         if self.ffn not in ("dense", "moe"):
             raise ConfigError(f"ffn must be 'dense' or 'moe', got {self.ffn!r}")
         if not (self.epochs > 0 and self.lr > 0 and self.batch_tokens >= 64):
@@ -97,25 +100,31 @@ def make_batches(lengths: list[int], indices: list[int], batch_tokens: int, seed
     return batches
 
 
-def collate(data: FeatureSet, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (ids [B, L], mask [B, L] bool, hidden [B, L, H])."""
+def collate(data: FeatureSet, batch: list[int], layers: tuple[int, ...] = ()
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Right-padded (ids [B, L], mask [B, L] bool, hidden [B, L, H], taps [B, L, K*H] of ``layers`` or None)."""
     seqs = [data.sequence(i) for i in batch]
     width = max(s[0].numel() for s in seqs)
     ids = torch.zeros(len(seqs), width, dtype=torch.int64)
     mask = torch.zeros(len(seqs), width, dtype=torch.bool)
     hidden = torch.zeros(len(seqs), width, seqs[0][2].shape[-1], dtype=seqs[0][2].dtype)
-    for row, (i, m, h) in enumerate(seqs):
+    taps = torch.zeros(len(seqs), width, len(layers) * hidden.shape[-1], dtype=hidden.dtype) if layers else None
+    for row, (b, (i, m, h)) in enumerate(zip(batch, seqs)):
         ids[row, : i.numel()], mask[row, : i.numel()], hidden[row, : i.numel()] = i, m, h
-    return ids, mask, hidden
+        if taps is not None:
+            taps[row, : i.numel()] = data.sequence_taps(b, layers)
+    return ids, mask, hidden, taps
 
 
-def step_loss(drafter: Drafter, embed: torch.nn.Module, ids, mask, hidden, cfg: TrainConfig, train: bool,
+def step_loss(drafter: Drafter, embed: torch.nn.Module, ids, mask, hidden, taps, cfg: TrainConfig, train: bool,
               passes: int | None = None) -> list[LossParts]:
     """Forward the drafter over a batch, unrolled ``passes`` times (training-time test), and compute
-    each pass's loss at the assistant positions (pass j only where a depth-(j+1) node can exist)."""
+    each pass's loss at the assistant positions (pass j only where a depth-(j+1) node can exist).
+    ``taps`` [B, L, K*H]: the inner layers' hidden states a drafter with fused features reads (else None)."""
     passes = passes or cfg.unroll
     L = ids.shape[1]
-    feats = hidden[:, :-1].float()  # [B, L-1, H] f_t
+    stacked = hidden if taps is None else torch.cat([taps, hidden], dim=-1)  # [B, L, (K+1)H]
+    feats = drafter.target_features(stacked[:, :-1]).float()  # [B, L-1, H] f_t
     if train and cfg.noise > 0:
         feats = feats + (torch.rand_like(feats) - 0.5) * cfg.noise * 512 / L
     with torch.no_grad():
@@ -193,6 +202,12 @@ def warm_start(init: Path, cfg: TrainConfig, target: TargetModel) -> tuple[Draft
     if cfg.expert_size and cfg.expert_size != drafter.cfg.expert_width:
         origin["widened"] = {"from": drafter.cfg.expert_width, "to": cfg.expert_size}
         drafter = widen_experts(drafter, cfg.expert_size, cfg.seed)
+    if cfg.feature_layers != drafter.cfg.feature_layers:
+        if drafter.cfg.feature_layers:
+            raise ConfigError(f"--init {init} reads layers {list(drafter.cfg.feature_layers)}, this run asks for "
+                              f"--feature-layers {','.join(map(str, cfg.feature_layers)) or '(none)'}")
+        origin["feature_layers_added"] = list(cfg.feature_layers)
+        drafter = add_feature_layers(drafter, cfg.feature_layers)
     return drafter, origin
 
 
@@ -224,8 +239,9 @@ def evaluate(drafter: Drafter, embed, data: FeatureSet, holdout: list[int], cfg:
     drafter.eval()
     device = next(drafter.parameters()).device
     lengths = [int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))]
-    runs = [step_loss(drafter, embed, *(t.to(device) for t in collate(data, b)), cfg, train=False,
-                      passes=max(2, passes))
+    layers = drafter.cfg.feature_layers
+    runs = [step_loss(drafter, embed, *(None if t is None else t.to(device) for t in collate(data, b, layers)), cfg,
+                      train=False, passes=max(2, passes))
             for b in make_batches(lengths, holdout, cfg.batch_tokens, 0)]
     drafter.train()
     by_pass = list(zip(*runs))  # by_pass[j]: pass j's LossParts over all batches
@@ -292,12 +308,16 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
         vocab = draft_vocabulary(data, cfg.draft_vocab, target.stop_token_ids) if cfg.draft_vocab else None
         dcfg = config_for_target(target.config, cfg.ffn, target.model_id, target.fingerprint(),
                                  draft_vocab_size=vocab.numel() if vocab is not None else 0,
-                                 expert_size=cfg.expert_size)
+                                 expert_size=cfg.expert_size, feature_layers=cfg.feature_layers)
         drafter = Drafter(dcfg)
         if vocab is not None:
             drafter.vocab_ids.copy_(vocab)
         state = {"step": 0, "epoch": 0, "batch": 0, "history": []}
     drafter.bind_head(target.lm_head.weight.float())
+    layers = drafter.cfg.feature_layers
+    if layers and (data.taps is None or not set(layers) <= set(data.tap_layers)):
+        raise ConfigError(f"the drafter reads the target's layers {list(layers)}, the features hold taps of "
+                          f"{list(data.tap_layers) or 'none'}: record them with `train features --taps`")
     batches_per_epoch = len(make_batches(lengths, train_idx, cfg.batch_tokens, 0)) // accelerator.num_processes
     total_steps = int(cfg.epochs * batches_per_epoch)
     optimizer = torch.optim.AdamW(drafter.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
@@ -317,10 +337,11 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
         # each process takes every n-th batch (one process on a CPU); DDP averages the gradients
         batches = batches[accelerator.process_index :: accelerator.num_processes]
         for b in batches[state["batch"]:]:
-            ids, mask, hidden = collate(data, b)
+            ids, mask, hidden, taps = collate(data, b, layers)
             with accelerator.autocast():
                 parts = step_loss(model, embed, ids.to(accelerator.device), mask.to(accelerator.device),
-                                  hidden.to(accelerator.device), cfg, train=True)
+                                  hidden.to(accelerator.device), None if taps is None else taps.to(accelerator.device),
+                                  cfg, train=True)
                 loss = combined_loss(parts, cfg.unroll_weight)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(drafter.parameters(), cfg.grad_clip)
