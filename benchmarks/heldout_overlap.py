@@ -21,7 +21,7 @@ out = {}
 for name in ("jakiro-v2", "eagle-v2", "jakiro-v3", "eagle-v3"):
     meta = json.loads((R / name / "drafter.json").read_text())
     cfg = TrainConfig.from_saved(meta["train_config"])
-    d = load_drafter(R / name, t.fingerprint(), t.vocab_size)
+    d = load_drafter(R / name, t.fingerprint(), t.vocab_size).to(t.device)
     d.bind_head(t.lm_head.weight.float())
     holdout, _ = holdout_split(data, cfg)
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """The training pipeline on a tiny target: features, loss, resumable fit, and a lossless result."""
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
     history = state["history"]
     assert history[-1]["loss"] < history[0]["loss"] + 1e-6
     assert 0 <= history[-1]["top1_unrolled"] <= 1
-    drafter = load_drafter(tmp_path / "run", tiny_target.fingerprint(), tiny_target.vocab_size)
+    drafter = load_drafter(tmp_path / "run", tiny_target.fingerprint(), tiny_target.vocab_size).to(tiny_target.device)
     _check_scores_by_depth(drafter, tiny_target, features, cfg, state["final"])
     assert drafter.cfg.draft_vocab_size == drafter.vocab_ids.numel() <= 256
     proposer = attach(drafter, tiny_target, ffn)
@@ -298,6 +299,11 @@ def _crash_while_checkpointing(target, run):
 
 def test_prompt_sets_are_deterministic_and_never_hold_benchmark_questions():
     from pathlib import Path
+
+    from core.train.prompts import FORTUNES
+
+    if not FORTUNES.is_dir() or importlib.util.find_spec("chitchat_dataset") is None:
+        pytest.skip("the prompt sets' text sources are not installed here (`make train-setup`; a GPU machine has none)")
 
     from core.train.broad import build_broad_prompts
     from core.train.creative import build_creative_prompts

@@ -237,7 +237,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     results = {}
     for spec in args.drafter:
         folder = drafter_folder(spec) if spec in SHIPPED else Path(spec)
-        drafter = load_drafter(folder, target.fingerprint(), target.vocab_size)
+        drafter = load_drafter(folder, target.fingerprint(), target.vocab_size).to(target.device)
         drafter.bind_head(target.lm_head.weight.float())
         cfg = TrainConfig(ffn="moe" if drafter.cfg.is_moe else "dense", holdout_every=args.holdout_every)
         holdout, _ = holdout_split(data, cfg)

@@ -236,8 +236,11 @@ def evaluate(drafter: Drafter, embed, data: FeatureSet, holdout: list[int], cfg:
     ``passes`` > 2 also scores deeper nodes: ``top1_by_depth[j]`` is top-1 at t+1 for a depth-(j+1) node (input
     predicted j times), ``con_top1_by_depth[j]`` the contrastive branch of that node's forward at t+2 (the
     hybrid schedule's last layer at depth j+2)."""
-    drafter.eval()
     device = next(drafter.parameters()).device
+    if embed.weight.device != device:
+        raise ValueError(f"the drafter is on {device} and the target's embedding on {embed.weight.device}: "
+                         "move the drafter to the target's device first")
+    drafter.eval()
     lengths = [int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))]
     layers = drafter.cfg.feature_layers
     runs = [step_loss(drafter, embed, *(None if t is None else t.to(device) for t in collate(data, b, layers)), cfg,
