@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from core.config import ConfigError, EngineConfig, TreeConfig
 from core.drafter import add_feature_layers, load_drafter, widen_experts
@@ -243,7 +243,15 @@ def test_fused_features_are_recorded_preserved_trained_and_lossless(deep_target,
         data.sequence_taps(5, (2,))
     plain_path = tmp_path / "plain.safetensors"
     record_features(target, _count_sequences(target, 6), plain_path, batch_tokens=512)
-    assert load_features([path, plain_path]).tap_layers == ()  # mixed files: taps dropped, training says so
+    both = load_features([path, plain_path])
+    assert both.tap_layers == () and len(both) == len(data) + 6  # mixed files: taps dropped, training says so
+    alone = load_file(str(plain_path))  # memory-mapped rows of the second file are that file's rows
+    a, b = int(alone["offsets"][2]), int(alone["offsets"][3])
+    assert torch.equal(both.sequence(len(data) + 2)[2], alone["hidden"][a:b])
+    assert torch.equal(both.sequence(len(data) + 2)[0], alone["ids"][a:b])
+    edge = int(both.offsets[len(data)])
+    with pytest.raises(IndexError, match="cross from one recorded file"):
+        both.hidden[edge - 1 : edge + 1]
 
     cfg = TrainConfig(ffn="moe", draft_vocab=256, epochs=2, batch_tokens=512, checkpoint_every=50, holdout_every=6,
                       warmup_steps=2, lr=2e-3, unroll=2)

@@ -10,6 +10,7 @@ safetensors shards in a compact dtype, outside git.
 """
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import json
 import random
@@ -32,16 +33,37 @@ class Sequence:
     source: str
 
 
+@dataclass(frozen=True)
+class Rows:
+    """[T, W] rows kept in the recorded files they came from (memory-mapped: only the rows read are paged in, and
+    training processes reading the same files share one copy in the page cache). Indexed by a row range that
+    lies within one file, as every sequence does."""
+
+    parts: tuple[torch.Tensor, ...]  # [T_f, W] per file
+    starts: tuple[int, ...]  # first row of each part
+
+    @property
+    def width(self) -> int:
+        return int(self.parts[0].shape[-1])
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        f = bisect.bisect_right(self.starts, rows.start) - 1
+        lo = self.starts[f]
+        if rows.stop - lo > self.parts[f].shape[0]:
+            raise IndexError(f"rows {rows.start}:{rows.stop} cross from one recorded file into the next")
+        return self.parts[f][rows.start - lo : rows.stop - lo]
+
+
 @dataclass
 class FeatureSet:
-    """All recorded sequences, concatenated."""
+    """All recorded sequences, concatenated (the features stay memory-mapped in their files)."""
 
     ids: torch.Tensor  # [T] int64
     loss_mask: torch.Tensor  # [T] bool
-    hidden: torch.Tensor  # [T, H] bfloat16, target's last hidden state at each token
+    hidden: Rows  # [T, H] bfloat16, target's last hidden state at each token
     offsets: torch.Tensor  # [S + 1] int64, sequence s spans offsets[s]:offsets[s+1]
     groups: tuple[int, ...] = ()  # sequences per recorded group (each answer folder, then the rest), in order
-    taps: torch.Tensor | None = None  # [T, K*H] bfloat16: hidden states after the layers in tap_layers, side by side
+    taps: Rows | None = None  # [T, K*H] bfloat16: hidden states after the layers in tap_layers, side by side
     tap_layers: tuple[int, ...] = ()  # K target layers (1-based: the output of layer i); () = no taps
 
     def __len__(self) -> int:
@@ -58,9 +80,8 @@ class FeatureSet:
             raise ValueError(f"the features hold taps of layers {list(self.tap_layers)}, not of {missing or list(layers)}: "
                              "record them with `train features --taps`")
         a, b = int(self.offsets[s]), int(self.offsets[s + 1])
-        H = self.hidden.shape[-1]
-        blocks = [self.taps[a:b, k * H : (k + 1) * H] for k in (self.tap_layers.index(layer) for layer in layers)]
-        return torch.cat(blocks, dim=-1)
+        H, taps = self.hidden.width, self.taps[a:b]
+        return torch.cat([taps[:, k * H : (k + 1) * H] for k in (self.tap_layers.index(layer) for layer in layers)], -1)
 
 
 def encode_conversation(target: TargetModel, messages: list[dict]) -> tuple[list[int], list[int]]:
@@ -177,26 +198,41 @@ def load_features(paths: list[Path], taps: bool = True) -> FeatureSet:
     dropped: they are the largest tensors, and only a drafter with fused features reads them)."""
     tap_sets = {recorded_taps(p) for p in paths}
     tap_layers = tap_sets.pop() if taps and len(tap_sets) == 1 else ()
-    parts = [_read(p, with_taps=bool(tap_layers)) for p in paths]
-    offsets, base, groups = [torch.zeros(1, dtype=torch.int64)], 0, []
+    parts = [_mapped(p) for p in paths]
+    offsets, base, groups, starts = [torch.zeros(1, dtype=torch.int64)], 0, [], []
     for path, part in zip(paths, parts):
+        starts.append(base)  # the file's first token
         offsets.append(part["offsets"][1:] + base)
         base += int(part["offsets"][-1])
         groups += recorded_groups(path, part["offsets"].numel() - 1)
     return FeatureSet(
         ids=torch.cat([p["ids"] for p in parts]),
         loss_mask=torch.cat([p["loss_mask"] for p in parts]),
-        hidden=torch.cat([p["hidden"] for p in parts]),
+        hidden=Rows(tuple(p["hidden"] for p in parts), tuple(starts)),
         offsets=torch.cat(offsets),
         groups=tuple(groups),
-        taps=torch.cat([p["taps"] for p in parts]) if tap_layers else None,
+        taps=Rows(tuple(p["taps"] for p in parts), tuple(starts)) if tap_layers else None,
         tap_layers=tap_layers,
     )
 
 
-def _read(path: Path, with_taps: bool) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt") as fh:
-        return {name: fh.get_tensor(name) for name in fh.keys() if with_taps or name != "taps"}
+_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "I64": torch.int64, "BOOL": torch.bool}
+
+
+def _mapped(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file as views of the memory-mapped file (private: nothing is written back,
+    nothing is read until used). The format: an 8-byte header length, a JSON header of dtypes, shapes and byte
+    ranges, then the data (safetensors lays tensors out by alignment, so each view is aligned)."""
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    raw = torch.from_file(str(path), shared=False, size=Path(path).stat().st_size, dtype=torch.uint8)
+    out = {}
+    for name, info in header.items():
+        if name != "__metadata__":
+            a, b = info["data_offsets"]
+            out[name] = raw[8 + n + a : 8 + n + b].view(_DTYPES[info["dtype"]]).view(info["shape"])
+    return out
 
 
 def recorded_taps(features: Path) -> tuple[int, ...]:
