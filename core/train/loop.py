@@ -39,6 +39,7 @@ class TrainConfig:
     # --init keeps its own; an --init with narrower experts is widened to this
     feature_layers: tuple[int, ...] = ()  # inner target layers fused into the drafter's input (EAGLE-3); an --init
     # that reads none gains them function-preserving (needs features recorded with these --taps)
+    fuse_lr_scale: float = 1.0  # the fusion matrix's learning rate, as a multiple of lr (a new one learns from zero)
     epochs: float = 4.0
     lr: float = 3e-4
     beta1: float = 0.9
@@ -63,8 +64,8 @@ class TrainConfig:
         object.__setattr__(self, "feature_layers", tuple(self.feature_layers))  # a list when read from JSON
         if self.ffn not in ("dense", "moe"):
             raise ConfigError(f"ffn must be 'dense' or 'moe', got {self.ffn!r}")
-        if not (self.epochs > 0 and self.lr > 0 and self.batch_tokens >= 64):
-            raise ConfigError("epochs and lr must be positive and batch_tokens >= 64")
+        if not (self.epochs > 0 and self.lr > 0 and self.batch_tokens >= 64 and self.fuse_lr_scale > 0):
+            raise ConfigError("epochs, lr and fuse_lr_scale must be positive and batch_tokens >= 64")
         if not 1 <= self.unroll <= 8:
             raise ConfigError(f"unroll must be between 1 and 8 passes, got {self.unroll}")
         if self.expert_size < 0 or (self.expert_size and self.ffn != "moe"):
@@ -323,8 +324,10 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
                           f"{list(data.tap_layers) or 'none'}: record them with `train features --taps`")
     batches_per_epoch = len(make_batches(lengths, train_idx, cfg.batch_tokens, 0)) // accelerator.num_processes
     total_steps = int(cfg.epochs * batches_per_epoch)
-    optimizer = torch.optim.AdamW(drafter.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                  weight_decay=cfg.weight_decay)
+    fuse = [p for n, p in drafter.named_parameters() if n.startswith("fuse.")]
+    rest = [p for n, p in drafter.named_parameters() if not n.startswith("fuse.")]
+    groups = [{"params": rest}] + ([{"params": fuse, "lr": cfg.lr * cfg.fuse_lr_scale}] if fuse else [])
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     if resume:
         _load_optimizer(run, drafter, optimizer)
     schedule, start = _lr_lambda(total_steps, cfg.warmup_steps), state["step"]
