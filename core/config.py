@@ -145,6 +145,8 @@ class DrafterConfig:
         intermediate_size / 2 hold as many FFN weights as the dense drafter's one MLP.
     feature_layers: inner target layers (1-based) whose hidden states the drafter reads besides the last one,
         fused into one feature (EAGLE-3's low/mid/high features); () = the last hidden state alone (JAKIRO.md).
+    num_layers: attention layers (1 = EAGLE's and JAKIRO.md's single layer); each further one adds a dense SwiGLU
+        and an attention block between the first attention and the last FFN (dense or MoE), so the MoE stays last.
     The target_* fields name the target the drafter was trained for, so a mismatch is caught at load.
     """
 
@@ -161,6 +163,7 @@ class DrafterConfig:
     draft_vocab_size: int = 0
     expert_size: int = 0
     feature_layers: tuple[int, ...] = ()
+    num_layers: int = 1
     target_id: str = ""
     target_fingerprint: str = ""
 
@@ -169,6 +172,8 @@ class DrafterConfig:
         _require(all(_is_int(layer) and layer >= 1 for layer in self.feature_layers)
                  and list(self.feature_layers) == sorted(set(self.feature_layers)),
                  f"drafter feature_layers must be distinct increasing layer numbers >= 1, got {self.feature_layers!r}")
+        _require(_is_int(self.num_layers) and 1 <= self.num_layers <= 4,
+                 f"drafter num_layers must be 1..4, got {self.num_layers!r}")
         for name in ("hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size"):
             value = getattr(self, name)
             _require(_is_int(value) and value > 0, f"drafter {name} must be a positive integer, got {value!r}")

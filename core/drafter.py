@@ -7,6 +7,9 @@ e_{t+1}, and predicts the target's next feature:
     h = h + attn(h)                            # RoPE, GQA, no input norm (as EAGLE)
     g = h + ffn(norm(h))                       # ~ f_{t+1}; tokens come from the target's lm_head(g)
 
+With ``num_layers`` = L > 1, L-1 blocks (h = h + mlp(norm(h)); h = h + attn(norm(h))) sit between the first
+attention and the last FFN, which stays the only MoE layer, so both branches and the routing keep their meaning.
+
 With ``feature_layers`` (EAGLE-3's fused features), a feature that comes from the target is first fused from
 the hidden states after those inner layers and the last one:  f_t = fuse([rms(l_1); ..; rms(l_K); f_t]),
 [n, (K+1)H] -> [n, H]; the drafter's own predictions are already H-wide and are read as they are.
@@ -30,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.config import ConfigError, DrafterConfig, to_dict
-from core.kv import DraftCache
+from core.kv import DraftCache, LayerCaches
 
 WEIGHTS_FILE = "drafter.safetensors"
 CONFIG_FILE = "drafter.json"
@@ -168,6 +171,21 @@ class MoEFFN(nn.Module):
         return f_moe, f_con, outs, Routing(logits=logits, moe_weights=w, con_weights=v, con_top=top)
 
 
+class Block(nn.Module):
+    """A further drafter layer: a dense SwiGLU then an attention, each pre-normed and residual."""
+
+    def __init__(self, cfg: DrafterConfig) -> None:
+        super().__init__()
+        self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+        self.attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.attn = Attention(cfg)
+
+    def forward(self, h: torch.Tensor, positions: torch.Tensor, cache, mask: torch.Tensor | None) -> torch.Tensor:
+        h = h + self.mlp(self.mlp_norm(h))
+        return h + self.attn(self.attn_norm(h), positions, cache, mask)
+
+
 class Drafter(nn.Module):
     """One EAGLE decoder layer over target features; dense or MoE FFN per ``cfg.ffn``."""
 
@@ -178,6 +196,7 @@ class Drafter(nn.Module):
         self.fuse = nn.Linear((taps + 1) * cfg.hidden_size, cfg.hidden_size, bias=False) if taps else None
         self.fc = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size, bias=False)
         self.attn = Attention(cfg)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers - 1))
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.ffn: nn.Module = MoEFFN(cfg) if cfg.is_moe else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
         vocab_ids = torch.arange(cfg.draft_vocab_size or cfg.vocab_size)
@@ -212,12 +231,15 @@ class Drafter(nn.Module):
         features: torch.Tensor,  # [.., n, H] f_t (target, through target_features) or g (drafted)
         next_embeds: torch.Tensor,  # [.., n, H] e_{t+1}
         positions: torch.Tensor,  # [n]
-        cache: DraftCache | None = None,  # mutated: gains n entries
+        cache=None,  # mutated: gains n entries; a DraftCache (or StackedKV), a LayerCaches when num_layers > 1
         mask: torch.Tensor | None = None,  # [n, past + n] bool; None = causal over the new block
         with_experts: bool = False,
     ) -> DrafterOutput:
+        layer_cache = cache.__getitem__ if isinstance(cache, LayerCaches) else (lambda _: cache)
         h = self.fc(torch.cat([next_embeds, features.to(next_embeds.dtype)], dim=-1))
-        h = h + self.attn(h, positions, cache, mask)
+        h = h + self.attn(h, positions, layer_cache(0), mask)
+        for i, block in enumerate(self.blocks, start=1):
+            h = block(h, positions, layer_cache(i), mask)
         x = self.post_attention_layernorm(h)
         if not self.cfg.is_moe:
             return DrafterOutput(features=h + self.ffn(x), contrastive=None, expert_features=None, routing=None)
@@ -231,9 +253,12 @@ class Drafter(nn.Module):
             raise RuntimeError("call bind_head(target lm_head weight) before drafting")
         return F.linear(features.to(self.head_weight.dtype), self.head_weight).float().log_softmax(-1)
 
-    def new_cache(self, capacity: int = 256) -> DraftCache:
+    def new_cache(self, capacity: int = 256) -> DraftCache | LayerCaches:
+        """An empty KV cache for drafting: one DraftCache per attention layer."""
         p = self.fc.weight
-        return DraftCache(self.cfg.num_kv_heads, self.cfg.head_dim, p.dtype, p.device, capacity)
+        caches = [DraftCache(self.cfg.num_kv_heads, self.cfg.head_dim, p.dtype, p.device, capacity)
+                  for _ in range(self.cfg.num_layers)]
+        return caches[0] if len(caches) == 1 else LayerCaches(caches)
 
 
 def widen_experts(drafter: Drafter, width: int, seed: int = 0) -> Drafter:
@@ -279,8 +304,27 @@ def add_feature_layers(drafter: Drafter, layers: tuple[int, ...]) -> Drafter:
     return fused.to(device=p.device, dtype=p.dtype)
 
 
+def add_layers(drafter: Drafter, num_layers: int, seed: int = 0) -> Drafter:
+    """A new drafter computing the same function with ``num_layers`` attention layers: the new blocks' output
+    projections (the SwiGLU's down rows, the attention's o_proj) start at zero, so each block adds nothing until
+    training moves them. ``drafter`` is not modified."""
+    if num_layers < drafter.cfg.num_layers:
+        raise ConfigError(f"the drafter has {drafter.cfg.num_layers} layers; adding cannot make it {num_layers}")
+    deeper = Drafter(replace(drafter.cfg, num_layers=num_layers))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        fresh = Drafter(replace(drafter.cfg, num_layers=num_layers))  # new blocks drawn as nn.Linear draws them
+    state = {**{k: v for k, v in fresh.state_dict().items() if k.startswith("blocks.")}, **drafter.state_dict()}
+    for i in range(drafter.cfg.num_layers - 1, num_layers - 1):
+        state[f"blocks.{i}.mlp.down_proj.weight"] = torch.zeros_like(state[f"blocks.{i}.mlp.down_proj.weight"])
+        state[f"blocks.{i}.attn.o_proj.weight"] = torch.zeros_like(state[f"blocks.{i}.attn.o_proj.weight"])
+    deeper.load_state_dict(state, strict=True)
+    p = next(drafter.parameters())
+    return deeper.to(device=p.device, dtype=p.dtype)
+
+
 def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, draft_vocab_size: int = 0,
-                      expert_size: int = 0, feature_layers: tuple[int, ...] = ()) -> DrafterConfig:
+                      expert_size: int = 0, feature_layers: tuple[int, ...] = (), num_layers: int = 1) -> DrafterConfig:
     """A drafter config matching a Hugging Face target config (attention shape, RoPE, vocabulary)."""
     hidden = int(model_config.hidden_size)
     heads = int(model_config.num_attention_heads)
@@ -302,6 +346,7 @@ def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, 
         draft_vocab_size=draft_vocab_size,
         expert_size=expert_size if ffn == "moe" else 0,
         feature_layers=tuple(feature_layers),
+        num_layers=num_layers,
         target_id=target_id,
         target_fingerprint=fingerprint,
     )

@@ -29,6 +29,26 @@ def keep_accepted(cache: DynamicCache, prefix_len: int, slots: torch.Tensor) -> 
         layer.values = layer.values[:, :, : prefix_len + k]
 
 
+class LayerCaches:
+    """One cache per attention layer of a deeper drafter (each a DraftCache, or a StackedKV in training), all
+    holding the same positions and cropped together."""
+
+    def __init__(self, caches: list) -> None:
+        self.caches = caches
+
+    def __getitem__(self, layer: int):
+        return self.caches[layer]
+
+    @property
+    def length(self) -> int:
+        return self.caches[0].length
+
+    def crop(self, length: int) -> None:
+        """Mutates every layer's cache: forget every entry at index >= ``length``."""
+        for cache in self.caches:
+            cache.crop(length)
+
+
 class DraftCache:
     """Keys and values of the drafter's single attention layer.
 

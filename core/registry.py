@@ -47,10 +47,10 @@ def build_proposer(spec: str, target: TargetModel, seed: int = 0) -> FeatureProp
     return attach(drafter, target, name, trained)
 
 
-def random_drafter(target: TargetModel, ffn: str, seed: int = 0) -> Drafter:
+def random_drafter(target: TargetModel, ffn: str, seed: int = 0, num_layers: int = 1) -> Drafter:
     """An untrained drafter shaped for ``target`` (tests, and before a trained one exists)."""
     torch.manual_seed(seed)
-    cfg = config_for_target(target.config, ffn, target.model_id, target.fingerprint())
+    cfg = config_for_target(target.config, ffn, target.model_id, target.fingerprint(), num_layers=num_layers)
     return Drafter(cfg)
 
 

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.config import ConfigError, EngineConfig, TreeConfig
-from core.drafter import add_feature_layers, load_drafter, widen_experts
+from core.drafter import add_feature_layers, add_layers, load_drafter, widen_experts
+from core.kv import LayerCaches
 from core.engine import SpecDecoder
 from core.registry import attach
 from core.trace import summarize
@@ -50,15 +51,17 @@ def test_overlap_is_the_temperature_one_acceptance_rate():
     assert parts.overlap == pytest.approx(0.5 + 0.1 + 0.1, abs=1e-6)
 
 
-@pytest.mark.parametrize("ffn", ["moe", "dense"])
-def test_unrolled_passes_equal_drafting_on_own_predictions(tiny_target, ffn):
-    """Pass j at position t of the training-time test == a depth-(j+1) node drafted after root t-j."""
-    drafter = random_drafter(tiny_target, ffn, seed=3).float().eval()
+@pytest.mark.parametrize("ffn,layers", [("moe", 1), ("dense", 1), ("moe", 2), ("dense", 3)])
+def test_unrolled_passes_equal_drafting_on_own_predictions(tiny_target, ffn, layers):
+    """Pass j at position t of the training-time test == a depth-(j+1) node drafted after root t-j (with one
+    attention layer, and with deeper drafters whose every layer keeps its own cache)."""
+    drafter = random_drafter(tiny_target, ffn, seed=3, num_layers=layers).float().eval()
     n, H = 12, tiny_target.config.hidden_size
     torch.manual_seed(0)
     feats, embeds = torch.randn(1, n, H), torch.randn(1, n, H)  # f_t and e_{t+1}
     positions = torch.arange(n)
-    kv, x, unrolled = StackedKV(), feats, []
+    kv = StackedKV() if layers == 1 else LayerCaches([StackedKV() for _ in range(layers)])
+    x, unrolled = feats, []
     with torch.no_grad():
         for j in range(3):
             out = drafter(x, embeds, positions, cache=kv, mask=unroll_mask(j, n))
@@ -283,6 +286,40 @@ def test_fused_features_are_recorded_preserved_trained_and_lossless(deep_target,
     plain = summarize(SpecDecoder(target).generate("Count from 3 please.", EngineConfig(max_new_tokens=24)))
     spec = summarize(SpecDecoder(target, proposer).generate("Count from 3 please.",
                                                             EngineConfig(max_new_tokens=24, tree=tree)))
+    assert spec.text_tokens == plain.text_tokens
+
+
+def test_a_deeper_drafter_starts_as_the_shallow_one_trains_and_stays_lossless(tiny_target, features, tmp_path):
+    """add_layers inserts blocks that add nothing until trained (both branches and the routing unchanged); a
+    warm start with --num-layers 2 trains them; the engine drafts with one cache per layer and stays lossless."""
+    torch.manual_seed(5)
+    shallow = random_drafter(tiny_target, "moe")
+    deep = add_layers(shallow, 3)
+    H = shallow.cfg.hidden_size
+    feats, embeds, pos = torch.randn(7, H), torch.randn(7, H), torch.arange(7)
+    a, b = shallow(feats, embeds, pos, with_experts=True), deep(feats, embeds, pos, with_experts=True)
+    for x, y in ((a.features, b.features), (a.contrastive, b.contrastive), (a.routing.logits, b.routing.logits)):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+    assert len(deep.blocks) == 2 and not torch.equal(deep.state_dict()["blocks.0.mlp.gate_up.weight"],
+                                                     deep.state_dict()["blocks.1.mlp.gate_up.weight"])
+    with pytest.raises(ConfigError, match="cannot make it 1"):
+        add_layers(deep, 1)
+    with pytest.raises(ConfigError, match="num_layers must be between 1 and 4"):
+        TrainConfig(ffn="moe", num_layers=0)
+
+    cfg = TrainConfig(ffn="dense", draft_vocab=256, epochs=2, batch_tokens=512, checkpoint_every=50, holdout_every=6,
+                      warmup_steps=2, lr=2e-3, unroll=2)
+    base = train(tiny_target, features, cfg, tmp_path / "base")
+    warm = train(tiny_target, features, dataclasses.replace(cfg, num_layers=2, epochs=1), tmp_path / "deep",
+                 init=tmp_path / "base")
+    assert warm["init"]["layers_added"] == {"from": 1, "to": 2}
+    trained = load_drafter(tmp_path / "deep", tiny_target.fingerprint())
+    assert trained.cfg.num_layers == 2 and trained.blocks[0].attn.o_proj.weight.abs().sum() > 0
+    assert warm["final"]["loss"] < base["final"]["loss"] + 0.5
+    tree = TreeConfig(top_k=3, depth=4, total_tokens=12)
+    plain = summarize(SpecDecoder(tiny_target).generate("Count from 3 please.", EngineConfig(max_new_tokens=24)))
+    spec = summarize(SpecDecoder(tiny_target, attach(trained, tiny_target, "dense")).generate(
+        "Count from 3 please.", EngineConfig(max_new_tokens=24, tree=tree)))
     assert spec.text_tokens == plain.text_tokens
 
 

@@ -20,7 +20,9 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from core.config import ConfigError
-from core.drafter import Drafter, add_feature_layers, config_for_target, load_drafter, save_drafter, widen_experts
+from core.drafter import (Drafter, add_feature_layers, add_layers, config_for_target, load_drafter, save_drafter,
+                           widen_experts)
+from core.kv import LayerCaches
 from core.target import TargetModel
 from core.train.data import FeatureSet
 from core.train.losses import LossParts, drafter_loss
@@ -40,6 +42,7 @@ class TrainConfig:
     feature_layers: tuple[int, ...] = ()  # inner target layers fused into the drafter's input (EAGLE-3); an --init
     # that reads none gains them function-preserving (needs features recorded with these --taps)
     fuse_lr_scale: float = 1.0  # the fusion matrix's learning rate, as a multiple of lr (a new one learns from zero)
+    num_layers: int = 1  # drafter attention layers; an --init with fewer gains zero-output blocks (function-preserving)
     epochs: float = 4.0
     lr: float = 3e-4
     beta1: float = 0.9
@@ -66,6 +69,8 @@ class TrainConfig:
             raise ConfigError(f"ffn must be 'dense' or 'moe', got {self.ffn!r}")
         if not (self.epochs > 0 and self.lr > 0 and self.batch_tokens >= 64 and self.fuse_lr_scale > 0):
             raise ConfigError("epochs, lr and fuse_lr_scale must be positive and batch_tokens >= 64")
+        if not 1 <= self.num_layers <= 4:
+            raise ConfigError(f"num_layers must be between 1 and 4, got {self.num_layers}")
         if not 1 <= self.unroll <= 8:
             raise ConfigError(f"unroll must be between 1 and 8 passes, got {self.unroll}")
         if self.expert_size < 0 or (self.expert_size and self.ffn != "moe"):
@@ -131,7 +136,8 @@ def step_loss(drafter: Drafter, embed: torch.nn.Module, ids, mask, hidden, taps,
     with torch.no_grad():
         next_embeds = embed(ids[:, 1:]).float()  # [B, L-1, H] e_{t+1}
     positions = torch.arange(L - 1, device=ids.device)
-    kv = StackedKV() if passes > 1 else None
+    layers = drafter.cfg.num_layers
+    kv = (StackedKV() if layers == 1 else LayerCaches([StackedKV() for _ in range(layers)])) if passes > 1 else None
     parts = []
     for j in range(passes):
         attn_mask = unroll_mask(j, L - 1, ids.device) if kv is not None else None
@@ -209,6 +215,9 @@ def warm_start(init: Path, cfg: TrainConfig, target: TargetModel) -> tuple[Draft
                               f"--feature-layers {','.join(map(str, cfg.feature_layers)) or '(none)'}")
         origin["feature_layers_added"] = list(cfg.feature_layers)
         drafter = add_feature_layers(drafter, cfg.feature_layers)
+    if cfg.num_layers != drafter.cfg.num_layers:
+        origin["layers_added"] = {"from": drafter.cfg.num_layers, "to": cfg.num_layers}
+        drafter = add_layers(drafter, cfg.num_layers, cfg.seed)
     return drafter, origin
 
 
@@ -312,7 +321,8 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
         vocab = draft_vocabulary(data, cfg.draft_vocab, target.stop_token_ids) if cfg.draft_vocab else None
         dcfg = config_for_target(target.config, cfg.ffn, target.model_id, target.fingerprint(),
                                  draft_vocab_size=vocab.numel() if vocab is not None else 0,
-                                 expert_size=cfg.expert_size, feature_layers=cfg.feature_layers)
+                                 expert_size=cfg.expert_size, feature_layers=cfg.feature_layers,
+                                 num_layers=cfg.num_layers)
         drafter = Drafter(dcfg)
         if vocab is not None:
             drafter.vocab_ids.copy_(vocab)
