@@ -269,9 +269,9 @@ def test_fused_features_are_recorded_preserved_trained_and_lossless(deep_target,
     with pytest.raises(ValueError, match="192 features wide, got 64"):
         fused.target_features(stacked[:, -H:])
 
-    warm_cfg = dataclasses.replace(cfg, feature_layers=(1, 3), epochs=1, fuse_lr_scale=10.0)
-    with pytest.raises(ConfigError, match="fuse_lr_scale must be positive"):
-        dataclasses.replace(warm_cfg, fuse_lr_scale=0.0)
+    warm_cfg = dataclasses.replace(cfg, feature_layers=(1, 3), epochs=1, added_lr_scale=10.0)
+    with pytest.raises(ConfigError, match="added_lr_scale must be positive"):
+        dataclasses.replace(warm_cfg, added_lr_scale=0.0)
     with pytest.raises(ConfigError, match="features hold taps of none"):
         train(target, load_features([plain_path]), warm_cfg, tmp_path / "x", init=tmp_path / "base")
     warm = train(target, data, warm_cfg, tmp_path / "fused", init=tmp_path / "base")

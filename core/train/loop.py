@@ -41,7 +41,8 @@ class TrainConfig:
     # --init keeps its own; an --init with narrower experts is widened to this
     feature_layers: tuple[int, ...] = ()  # inner target layers fused into the drafter's input (EAGLE-3); an --init
     # that reads none gains them function-preserving (needs features recorded with these --taps)
-    fuse_lr_scale: float = 1.0  # the fusion matrix's learning rate, as a multiple of lr (a new one learns from zero)
+    added_lr_scale: float = 1.0  # learning rate of the optional parts (fusion matrix, further layers) as a multiple
+    # of lr: parts a warm start adds begin at zero output and have everything to learn
     num_layers: int = 1  # drafter attention layers; an --init with fewer gains zero-output blocks (function-preserving)
     epochs: float = 4.0
     lr: float = 3e-4
@@ -67,8 +68,8 @@ class TrainConfig:
         object.__setattr__(self, "feature_layers", tuple(self.feature_layers))  # a list when read from JSON
         if self.ffn not in ("dense", "moe"):
             raise ConfigError(f"ffn must be 'dense' or 'moe', got {self.ffn!r}")
-        if not (self.epochs > 0 and self.lr > 0 and self.batch_tokens >= 64 and self.fuse_lr_scale > 0):
-            raise ConfigError("epochs, lr and fuse_lr_scale must be positive and batch_tokens >= 64")
+        if not (self.epochs > 0 and self.lr > 0 and self.batch_tokens >= 64 and self.added_lr_scale > 0):
+            raise ConfigError("epochs, lr and added_lr_scale must be positive and batch_tokens >= 64")
         if not 1 <= self.num_layers <= 4:
             raise ConfigError(f"num_layers must be between 1 and 4, got {self.num_layers}")
         if not 1 <= self.unroll <= 8:
@@ -334,9 +335,9 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
                           f"{list(data.tap_layers) or 'none'}: record them with `train features --taps`")
     batches_per_epoch = len(make_batches(lengths, train_idx, cfg.batch_tokens, 0)) // accelerator.num_processes
     total_steps = int(cfg.epochs * batches_per_epoch)
-    fuse = [p for n, p in drafter.named_parameters() if n.startswith("fuse.")]
-    rest = [p for n, p in drafter.named_parameters() if not n.startswith("fuse.")]
-    groups = [{"params": rest}] + ([{"params": fuse, "lr": cfg.lr * cfg.fuse_lr_scale}] if fuse else [])
+    added = [p for n, p in drafter.named_parameters() if n.startswith(("fuse.", "blocks."))]
+    rest = [p for n, p in drafter.named_parameters() if not n.startswith(("fuse.", "blocks."))]
+    groups = [{"params": rest}] + ([{"params": added, "lr": cfg.lr * cfg.added_lr_scale}] if added else [])
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     if resume:
         _load_optimizer(run, drafter, optimizer)
