@@ -188,18 +188,25 @@ def test_warm_start_continues_from_a_trained_drafter(tiny_target, features, tmp_
     assert load_drafter(tmp_path / "w", tiny_target.fingerprint()).cfg.expert_width == 96
 
 
+def _assert_same_function(before, after) -> None:
+    """Both drafters give the same MoE and contrastive features, expert outputs and routing on random inputs."""
+    H = before.cfg.hidden_size
+    feats, embeds, pos = torch.randn(7, H), torch.randn(7, H), torch.arange(7)
+    a, b = before(feats, embeds, pos, with_experts=True), after(feats, embeds, pos, with_experts=True)
+    for x, y in ((a.features, b.features), (a.contrastive, b.contrastive), (a.expert_features, b.expert_features),
+                 (a.routing.logits, b.routing.logits)):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+
+
 def test_widened_experts_compute_the_same_function_and_the_new_units_learn(tiny_target):
     """widen_experts adds units to both experts without changing any output (MoE and contrastive features,
     routing); a training step then moves the new units' down rows off zero."""
     torch.manual_seed(3)
     narrow = random_drafter(tiny_target, "moe")
     wide = widen_experts(narrow, 96)
+    _assert_same_function(narrow, wide)
     H = narrow.cfg.hidden_size
     feats, embeds, pos = torch.randn(7, H), torch.randn(7, H), torch.arange(7)
-    a, b = narrow(feats, embeds, pos, with_experts=True), wide(feats, embeds, pos, with_experts=True)
-    for x, y in ((a.features, b.features), (a.contrastive, b.contrastive), (a.expert_features, b.expert_features),
-                 (a.routing.logits, b.routing.logits)):
-        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
     assert wide.ffn.down.shape == (2, 96, H) and narrow.ffn.down.shape == (2, 64, H)
     optimizer = torch.optim.AdamW(wide.parameters(), lr=1e-3)
     wide(feats, embeds, pos).features.square().mean().backward()
@@ -295,11 +302,7 @@ def test_a_deeper_drafter_starts_as_the_shallow_one_trains_and_stays_lossless(ti
     torch.manual_seed(5)
     shallow = random_drafter(tiny_target, "moe")
     deep = add_layers(shallow, 3)
-    H = shallow.cfg.hidden_size
-    feats, embeds, pos = torch.randn(7, H), torch.randn(7, H), torch.arange(7)
-    a, b = shallow(feats, embeds, pos, with_experts=True), deep(feats, embeds, pos, with_experts=True)
-    for x, y in ((a.features, b.features), (a.contrastive, b.contrastive), (a.routing.logits, b.routing.logits)):
-        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+    _assert_same_function(shallow, deep)
     assert len(deep.blocks) == 2 and not torch.equal(deep.state_dict()["blocks.0.mlp.gate_up.weight"],
                                                      deep.state_dict()["blocks.1.mlp.gate_up.weight"])
     with pytest.raises(ConfigError, match="cannot make it 1"):
