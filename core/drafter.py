@@ -310,11 +310,10 @@ def add_layers(drafter: Drafter, num_layers: int, seed: int = 0) -> Drafter:
     training moves them. ``drafter`` is not modified."""
     if num_layers < drafter.cfg.num_layers:
         raise ConfigError(f"the drafter has {drafter.cfg.num_layers} layers; adding cannot make it {num_layers}")
-    deeper = Drafter(replace(drafter.cfg, num_layers=num_layers))
-    with torch.random.fork_rng():
+    with torch.random.fork_rng():  # the new blocks drawn as nn.Linear draws them, the caller's RNG untouched
         torch.manual_seed(seed)
-        fresh = Drafter(replace(drafter.cfg, num_layers=num_layers))  # new blocks drawn as nn.Linear draws them
-    state = {**{k: v for k, v in fresh.state_dict().items() if k.startswith("blocks.")}, **drafter.state_dict()}
+        deeper = Drafter(replace(drafter.cfg, num_layers=num_layers))
+    state = {**{k: v for k, v in deeper.state_dict().items() if k.startswith("blocks.")}, **drafter.state_dict()}
     for i in range(drafter.cfg.num_layers - 1, num_layers - 1):
         state[f"blocks.{i}.mlp.down_proj.weight"] = torch.zeros_like(state[f"blocks.{i}.mlp.down_proj.weight"])
         state[f"blocks.{i}.attn.o_proj.weight"] = torch.zeros_like(state[f"blocks.{i}.attn.o_proj.weight"])
