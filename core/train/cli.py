@@ -161,12 +161,6 @@ def parse_layers(text: str) -> tuple[int, ...]:
     return layers
 
 
-def _reads_taps(folder: Path | None) -> bool:
-    """Whether the drafter saved in ``folder`` (if any) reads inner target layers."""
-    saved = folder / "drafter.json" if folder else None
-    return bool(saved and saved.is_file() and json.loads(saved.read_text())["config"].get("feature_layers"))
-
-
 def cmd_vocab(args: argparse.Namespace) -> int:
     from core.drafter import load_drafter, save_drafter
     from core.target import TargetModel
@@ -257,7 +251,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     target = TargetModel.load(args.target, "float32")
-    data = load_features(args.features, taps=bool(cfg.feature_layers) or _reads_taps(args.run) or _reads_taps(args.init))
+    data = load_features(args.features)
     state = train(target, data, cfg, args.run, args.max_minutes, args.init)
     print(json.dumps({"step": state["step"], "done": state["done"], "final": state["final"]}))
     if args.export:

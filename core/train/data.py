@@ -193,11 +193,11 @@ def record_features(target: TargetModel, sequences: list[Sequence], path: Path, 
     save_file(tensors, str(path), metadata=metadata)
 
 
-def load_features(paths: list[Path], taps: bool = True) -> FeatureSet:
-    """The recorded files, concatenated. Taps are kept when asked for and every file holds the same (else
-    dropped: they are the largest tensors, and only a drafter with fused features reads them)."""
+def load_features(paths: list[Path]) -> FeatureSet:
+    """The recorded files, concatenated. Taps are kept when every file holds the same ones (else dropped, and a
+    drafter with fused features refuses to train on them)."""
     tap_sets = {recorded_taps(p) for p in paths}
-    tap_layers = tap_sets.pop() if taps and len(tap_sets) == 1 else ()
+    tap_layers = tap_sets.pop() if len(tap_sets) == 1 else ()
     parts = [_mapped(p) for p in paths]
     offsets, base, groups, starts = [torch.zeros(1, dtype=torch.int64)], 0, [], []
     for path, part in zip(paths, parts):
