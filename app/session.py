@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from core.card import DrafterCard, drafter_card
 from core.config import LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, EngineConfig, SamplingConfig, TreeConfig
+from core.drafting import FeatureProposer
 from core.engine import SpecDecoder
-from core.registry import build_proposer
+from core.registry import build_proposer, describe
 from core.target import TargetModel
 from core.trace import Summary, TraceError, read_jsonl, summarize, write_jsonl
 
@@ -34,6 +36,7 @@ class Engines:
 
     target: TargetModel
     decoders: dict[str, SpecDecoder]
+    cards: list[DrafterCard] = field(default_factory=list)  # what each drafter is, for the Drafters tab
     # held while a decoder computes one record: a generation the user stopped may still be finishing its step
     # in a worker thread when the next one starts on the same decoders (their drafter caches are shared)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -46,14 +49,20 @@ class Engines:
 def load_engines(target: str, dtype: str = "float32", drafters: list[str] | None = None, seed: int = 0) -> Engines:
     """Load the target once and build every proposer on it (slow: call at start-up only)."""
     model = TargetModel.load(target, dtype=dtype)
-    return engines_for(model, {spec: build_proposer(spec, model, seed) for spec in (drafters or ["jakiro", "eagle"])})
+    proposers = {spec: build_proposer(spec, model, seed) for spec in (drafters or ["jakiro", "eagle"])}
+    cards = [describe(spec, proposer) for spec, proposer in proposers.items() if proposer is not None]
+    return engines_for(model, proposers, cards)
 
 
-def engines_for(target: TargetModel, proposers: dict[str, Any]) -> Engines:
-    """Engines from an already loaded target and proposers (tests pass tiny ones)."""
+def engines_for(target: TargetModel, proposers: dict[str, Any], cards: list[DrafterCard] | None = None) -> Engines:
+    """Engines from an already loaded target and proposers (tests pass tiny ones); without ``cards``, the
+    drafters are described from their weights alone."""
     decoders = {name: SpecDecoder(target, proposer, name) for name, proposer in proposers.items() if name != "none"}
     decoders["none"] = SpecDecoder(target, None, "none")
-    return Engines(target=target, decoders=decoders)
+    if cards is None:
+        cards = [drafter_card(p.drafter, p.name, p.trained) for p in proposers.values()
+                 if isinstance(p, FeatureProposer)]
+    return Engines(target=target, decoders=decoders, cards=cards)
 
 
 def warm_up(engines: Engines) -> None:

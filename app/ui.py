@@ -9,7 +9,7 @@ from core.config import ConfigError
 from core.target import PromptError
 from core.trace import TraceError
 
-from app.views import stats, style, text, tree
+from app.views import drafters, stats, style, text, tree
 from app.session import (
     UPLOAD_LIMIT_BYTES, Engines, Session, Settings, delete_session, export_files, load_session, run_all,
 )
@@ -175,6 +175,10 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                         upload = gr.File(label="Load saved traces (.jsonl, replayed without a model)",
                                          file_count="multiple", file_types=[".jsonl"], elem_id="upload")
                         load_status = gr.Markdown(elem_id="load-status")
+            with gr.Tab("Drafters", id="drafters"):
+                gr.Markdown(drafters.drafters_markdown(engines.cards) if engines else
+                            "No model loaded: a replayed trace records what each drafter did, not what it is.",
+                            elem_id="drafter-cards")
 
         text_boxes = [text_a, text_b, text_plain]
         inspect_outputs = [info_a, info_b, tree_a, tree_b, mask_a, mask_b]

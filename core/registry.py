@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from core.card import DrafterCard, drafter_card, read_training
 from core.drafter import Drafter, DrafterMismatchError, config_for_target, load_drafter
 from core.drafting import FeatureProposer
 from core.models import DEFAULT_TARGET_ALIASES
@@ -45,6 +46,13 @@ def build_proposer(spec: str, target: TargetModel, seed: int = 0) -> FeatureProp
         drafter = load_drafter(folder, target.fingerprint(), target.vocab_size)
         name = folder.name
     return attach(drafter, target, name, trained)
+
+
+def describe(spec: str, proposer: FeatureProposer) -> DrafterCard:
+    """The card of a proposer ``build_proposer(spec, ...)`` made, with the training record saved in its folder."""
+    folder = drafter_folder(spec) if spec in SHIPPED else Path(spec)
+    meta = read_training(folder) if proposer.trained else None
+    return drafter_card(proposer.drafter, proposer.name, proposer.trained, meta)
 
 
 def random_drafter(target: TargetModel, ffn: str, seed: int = 0, num_layers: int = 1) -> Drafter:

@@ -108,3 +108,11 @@ def test_generate_inspect_scrub_and_export(page, tmp_path):
     expect(page.locator("#load-status")).to_contain_text("Loaded Jakiro (MoE)", timeout=20_000)
     expect(page.locator("#tokens-a .token")).to_have_count(12)
     expect(page.locator("#tokens-b")).to_be_hidden()
+
+    # what is being compared: the Drafters tab describes both drafters side by side
+    page.get_by_role("tab", name="Drafters", exact=True).click()
+    cards = page.locator("#drafter-cards")
+    expect(cards).to_contain_text("Mixture of Experts: 2 SwiGLU experts")
+    expect(cards).to_contain_text("one dense SwiGLU MLP")
+    if os.environ.get("JAKIRO_SCREENSHOTS"):  # for a look by eye
+        page.screenshot(path=str(Path(os.environ["JAKIRO_SCREENSHOTS"]) / "drafters-tab.png"), full_page=True)

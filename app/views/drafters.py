@@ -1,0 +1,69 @@
+"""The "Drafters" tab: what is being compared, side by side, from the cards ``core.card`` makes."""
+from __future__ import annotations
+
+from core.card import DrafterCard
+
+from app.views.style import method_label
+
+NOTE = (
+    "<small>Parameters count the drafter's own weights; both drafters share the target's frozen embedding and "
+    "lm_head, which are not counted. Held-out agreement: how often the drafter's top token equals the target's "
+    "next token on answers it never trained on, reading the target's true features (depth 1 of a tree); the "
+    "contrastive head predicts two tokens ahead. Shipped releases, their recipes and measured speed: "
+    "<code>assets/drafters/RESULTS.md</code>.</small>"
+)
+
+
+def drafters_markdown(cards: list[DrafterCard]) -> str:
+    """A table with one column per drafter and one row per property."""
+    if not cards:
+        return "No drafter loaded: plain decoding only, or a replayed trace."
+    rows: list[tuple[str, list[str]]] = [
+        ("weights", ["trained" if c.trained else "**random** (lossless, but its speed means nothing)" for c in cards]),
+        ("feed-forward layer", [_ffn(c) for c in cards]),
+        ("attention layers", [str(c.layers) for c in cards]),
+        ("input from the target", [_inputs(c) for c in cards]),
+        ("draft vocabulary", [f"{c.draft_vocab:,} tokens" for c in cards]),
+        ("parameters", [f"{c.parameters / 1e6:.2f} M" for c in cards]),
+        ("last training run", [_run(c) for c in cards]),
+        ("held-out agreement (depth 1)", [_heldout(c) for c in cards]),
+    ]
+    header = "| | " + " | ".join(method_label(c.name) for c in cards) + " |"
+    rule = "|---|" + "---|" * len(cards)
+    body = [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
+    return "\n".join([header, rule, *body]) + f"\n\n{NOTE}"
+
+
+def _ffn(card: DrafterCard) -> str:
+    if card.ffn == "moe":
+        return (f"Mixture of Experts: {card.experts} SwiGLU experts × {card.ffn_units:,} units, both active; "
+                "MoE and contrastive routing heads")
+    return f"one dense SwiGLU MLP × {card.ffn_units:,} units"
+
+
+def _inputs(card: DrafterCard) -> str:
+    if not card.feature_layers:
+        return "last hidden state"
+    layers = ", ".join(str(layer) for layer in card.feature_layers)
+    return f"last hidden state fused with layers {layers}"
+
+
+def _run(card: DrafterCard) -> str:
+    t = card.training
+    if t is None:
+        return "–"
+    start = "warm start from an earlier release" if t.warm_start else "from random weights"
+    passes = f", {t.unroll} training-time-test passes" if t.unroll > 1 else ""
+    return (f"{t.steps:,} steps × {t.tokens_per_step:,} tokens on {t.data_tokens / 1e6:.2f} M recorded tokens "
+            f"({t.answer_tokens / 1e6:.2f} M in answers, the loss's), "
+            f"lr {t.lr:g}{passes}; {start}")
+
+
+def _heldout(card: DrafterCard) -> str:
+    t = card.training
+    if t is None or t.heldout_top1 is None:
+        return "–"
+    text = f"{t.heldout_top1:.1%} of {t.heldout_positions:,} positions"
+    if t.heldout_contrastive is not None:
+        text += f" (contrastive, t+2: {t.heldout_contrastive:.1%})"
+    return text
