@@ -43,6 +43,8 @@ def test_card_reads_the_training_record(target, tmp_path):
     assert (t.heldout_top1, t.heldout_contrastive, t.heldout_positions, t.warm_start) == (0.625, None, 800, "x")
     shown = drafters_markdown([card])
     assert "40 steps × 512 tokens" in shown and "62.5% of 800 positions" in shown and "warm start" in shown
+    run_folder = {k: v for k, v in read_training(tmp_path).items() if k != "recipe"}  # the data is added at export
+    assert "recorded tokens" not in drafters_markdown([drafter_card(drafter, "mine", True, run_folder)])
     # an untrained drafter never claims a record, and a damaged record leaves the architecture only
     assert drafter_card(drafter, "mine", trained=False, meta=read_training(tmp_path)).training is None
     (tmp_path / "drafter.json").write_text(json.dumps({"state": {"step": "many"}}))

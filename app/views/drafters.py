@@ -52,11 +52,11 @@ def _run(card: DrafterCard) -> str:
     t = card.training
     if t is None:
         return "–"
-    start = "warm start from an earlier release" if t.warm_start else "from random weights"
+    start = "warm start from an earlier drafter" if t.warm_start else "from random weights"
     passes = f", {t.unroll} training-time-test passes" if t.unroll > 1 else ""
-    return (f"{t.steps:,} steps × {t.tokens_per_step:,} tokens on {t.data_tokens / 1e6:.2f} M recorded tokens "
-            f"({t.answer_tokens / 1e6:.2f} M in answers, the loss's), "
-            f"lr {t.lr:g}{passes}; {start}")
+    data = (f" on {t.data_tokens / 1e6:.2f} M recorded tokens ({t.answer_tokens / 1e6:.2f} M in answers, the "
+            "loss's)") if t.data_tokens else ""  # a training run's folder: the data is recorded at export
+    return f"{t.steps:,} steps × {t.tokens_per_step:,} tokens{data}, lr {t.lr:g}{passes}; {start}"
 
 
 def _heldout(card: DrafterCard) -> str:
