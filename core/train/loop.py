@@ -33,6 +33,9 @@ from core.train.vocab import ranked_vocabulary
 HOLDOUT_SCHEMES = ("per-folder", "global")
 
 
+ADDED_PARTS = ("fuse.", "blocks.")  # parameters a warm start may add; they learn at lr * added_lr_scale
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     ffn: str  # "dense" (EAGLE-2) or "moe" (Jakiro)
@@ -137,8 +140,7 @@ def step_loss(drafter: Drafter, embed: torch.nn.Module, ids, mask, hidden, taps,
     with torch.no_grad():
         next_embeds = embed(ids[:, 1:]).float()  # [B, L-1, H] e_{t+1}
     positions = torch.arange(L - 1, device=ids.device)
-    layers = drafter.cfg.num_layers
-    kv = (StackedKV() if layers == 1 else LayerCaches([StackedKV() for _ in range(layers)])) if passes > 1 else None
+    kv = LayerCaches([StackedKV() for _ in range(drafter.cfg.num_layers)]) if passes > 1 else None
     parts = []
     for j in range(passes):
         attn_mask = unroll_mask(j, L - 1, ids.device) if kv is not None else None
@@ -335,8 +337,8 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
                           f"{list(data.tap_layers) or 'none'}: record them with `train features --taps`")
     batches_per_epoch = len(make_batches(lengths, train_idx, cfg.batch_tokens, 0)) // accelerator.num_processes
     total_steps = int(cfg.epochs * batches_per_epoch)
-    added = [p for n, p in drafter.named_parameters() if n.startswith(("fuse.", "blocks."))]
-    rest = [p for n, p in drafter.named_parameters() if not n.startswith(("fuse.", "blocks."))]
+    added = [p for n, p in drafter.named_parameters() if n.startswith(ADDED_PARTS)]
+    rest = [p for n, p in drafter.named_parameters() if not n.startswith(ADDED_PARTS)]
     groups = [{"params": rest}] + ([{"params": added, "lr": cfg.lr * cfg.added_lr_scale}] if added else [])
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     if resume:
