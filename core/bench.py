@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from core.config import LOOKUP_TOKENS, ConfigError, EngineConfig, TreeConfig, to_dict
 from core.engine import SpecDecoder
+from core.quant import is_quantized
 from core.registry import build_proposer
 from core.target import TargetModel
 from core.trace import summarize
@@ -44,7 +45,8 @@ TREE_VARIANTS = ("fixed", "adaptive")  # tree size
 STOP_VARIANTS = ("layerstop", "nolayerstop")  # adaptive drafting also skips a layer that cannot pay for its forward
 SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
 LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the tree, none, or alone when it copies
-VARIANTS = TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS
+WEIGHT_VARIANTS = ("int8", "native")  # the drafter's weights: int8 (core.quant), or the target's dtype
+VARIANTS = TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS + WEIGHT_VARIANTS
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
 # curve<N>: shorter matches look up lookup x (n / ngram)^N tokens; topk<N>, depth<N>, total<N>: the tree's shape
 SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total)(\d{1,3})")
@@ -203,7 +205,8 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
                 TreeConfig(**{SIZED_FIELDS[sized[1]]: int(sized[2])})
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
-    groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",), ("lookupmax<N>",),
+    groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, WEIGHT_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",),
+              ("lookupmax<N>",),
               ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",)]
     kinds = [f"{m[1]}<N>" if (m := SIZED_VARIANT.fullmatch(v)) else v for v in variants]  # lookup24 -> lookup<N>
     for group in groups:
@@ -239,6 +242,8 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
         elif variant in LOOKUP_VARIANTS:
             tree = replace(tree, lookup=(tree.lookup or LOOKUP_TOKENS) if variant != "nolookup" else 0,
                            lookup_alone=variant == "lookupalone")
+        elif variant in WEIGHT_VARIANTS:
+            continue  # the proposer's weights, not the engine's settings (see EngineMethod)
         elif not moe:
             raise ValueError(f"@{variant}: only a MoE (Jakiro) drafter has a contrastive head to schedule")
         else:
@@ -251,7 +256,8 @@ class EngineMethod:
 
     def __init__(self, spec: str, target: TargetModel, cfg: EngineConfig, moe_cfg: EngineConfig, seed: int) -> None:
         base, variants = split_variant(spec)
-        proposer = build_proposer(base, target, seed)
+        int8 = True if "int8" in variants else False if "native" in variants else None
+        proposer = build_proposer(base, target, seed, int8)
         self.name = method_name(spec)
         self.spec = spec
         self.moe = bool(proposer is not None and proposer.drafter.cfg.is_moe)
@@ -277,6 +283,7 @@ class EngineMethod:
     def describe(self) -> dict[str, Any]:
         drafter = getattr(self.decoder.proposer, "drafter", None)
         return {"kind": "engine", "spec": self.spec, "engine": to_dict(self.cfg),
+                "drafter_weights": None if drafter is None else "int8" if is_quantized(drafter) else "native",
                 "drafter": to_dict(drafter.cfg) if drafter is not None else None}
 
 

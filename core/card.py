@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from core.drafter import CONFIG_FILE, Drafter
+from core.quant import is_quantized, own_weights
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class DrafterCard:
     feature_layers: tuple[int, ...]  # inner target layers fused into the input; () = the last hidden state only
     draft_vocab: int  # tokens the drafter proposes from
     parameters: int  # its own weights, without the target's frozen embedding and lm_head
+    int8: bool  # drafting with int8 weights (core.quant); stored and trained in floating point
     training: Training | None
 
 
@@ -55,7 +57,8 @@ def drafter_card(drafter: Drafter, name: str, trained: bool, meta: Mapping[str, 
         layers=cfg.num_layers,
         feature_layers=tuple(cfg.feature_layers),
         draft_vocab=cfg.draft_vocab_size or cfg.vocab_size,
-        parameters=sum(p.numel() for p in drafter.parameters()),
+        parameters=own_weights(drafter),
+        int8=is_quantized(drafter),
         training=_training(meta) if trained and meta else None,
     )
 

@@ -163,7 +163,11 @@ class MoEFFN(nn.Module):
         logits = y[..., 2 * E * inter :].float()  # [.., n, 4]
         w = logits[..., :2].softmax(-1)  # [.., n, 2]
         v = logits[..., 2:].softmax(-1)
-        outs = torch.einsum("...ei,eih->...eh", F.silu(gate) * up, self.down)  # [.., n, 2, H]
+        act = F.silu(gate) * up  # [.., n, E, I]
+        if isinstance(self.down, nn.Module):  # int8 experts (core.quant): the same call
+            outs = self.down(act)  # [.., n, E, H]
+        else:
+            outs = torch.einsum("...ei,eih->...eh", act, self.down)  # [.., n, E, H]
         f_moe = (w.to(outs.dtype)[..., None] * outs).sum(-2)
         top = v.argmax(-1)  # [.., n]
         sign = torch.where(torch.arange(2, device=x.device) == top[..., None], 1.0, -1.0)  # [.., n, 2]
@@ -202,6 +206,15 @@ class Drafter(nn.Module):
         vocab_ids = torch.arange(cfg.draft_vocab_size or cfg.vocab_size)
         self.register_buffer("vocab_ids", vocab_ids, persistent=cfg.draft_vocab_size > 0)  # [V'] target ids
         self.head_weight: torch.Tensor | None = None  # [V', H], bound from the target, never saved
+        self.head: nn.Module | None = None  # the head in int8 (core.quant), used instead of head_weight when set
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.post_attention_layernorm.weight.dtype  # norms are never quantized
+
+    @property
+    def device(self) -> torch.device:
+        return self.post_attention_layernorm.weight.device
 
     def bind_head(self, lm_head_weight: torch.Tensor) -> None:
         """Mutates self: take the target's frozen lm_head rows for the draft vocabulary."""
@@ -211,6 +224,7 @@ class Drafter(nn.Module):
                 f"the target has {tuple(lm_head_weight.shape)}"
             )
         self.head_weight = lm_head_weight.detach()[self.vocab_ids.to(lm_head_weight.device)]
+        self.head = None
 
     def target_features(self, stacked: torch.Tensor) -> torch.Tensor:
         """The drafter's input feature at positions the target computed. ``stacked`` [.., n, (K+1)H]: the
@@ -224,7 +238,7 @@ class Drafter(nn.Module):
             return stacked
         inner = F.rms_norm(stacked[..., : K * H].unflatten(-1, (K, H)).float(), (H,), eps=self.cfg.rms_norm_eps)
         joined = torch.cat([inner.flatten(-2), stacked[..., K * H :].float()], dim=-1)  # [.., n, (K+1)H]
-        return self.fuse(joined.to(self.fuse.weight.dtype))
+        return self.fuse(joined.to(self.dtype))
 
     def forward(
         self,
@@ -251,12 +265,13 @@ class Drafter(nn.Module):
         """[.., H] -> [.., V'] draft log-probabilities over the draft vocabulary (float32)."""
         if self.head_weight is None:
             raise RuntimeError("call bind_head(target lm_head weight) before drafting")
-        return F.linear(features.to(self.head_weight.dtype), self.head_weight).float().log_softmax(-1)
+        x = features.to(self.head_weight.dtype)
+        logits = self.head(x) if self.head is not None else F.linear(x, self.head_weight)  # [.., V']
+        return logits.float().log_softmax(-1)
 
     def new_cache(self, capacity: int = 256) -> DraftCache | LayerCaches:
         """An empty KV cache for drafting: one DraftCache per attention layer."""
-        p = self.fc.weight
-        caches = [DraftCache(self.cfg.num_kv_heads, self.cfg.head_dim, p.dtype, p.device, capacity)
+        caches = [DraftCache(self.cfg.num_kv_heads, self.cfg.head_dim, self.dtype, self.device, capacity)
                   for _ in range(self.cfg.num_layers)]
         return caches[0] if len(caches) == 1 else LayerCaches(caches)
 
@@ -353,6 +368,8 @@ def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, 
 
 def save_drafter(drafter: Drafter, folder: str | Path, extra: dict | None = None) -> None:
     """Write ``drafter.safetensors`` and ``drafter.json`` (config + optional metadata) to ``folder``."""
+    if drafter.head is not None:
+        raise ValueError("this drafter's weights were quantized for inference (core.quant): save the original")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in drafter.state_dict().items()}

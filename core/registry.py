@@ -9,6 +9,7 @@ import torch
 from core.card import DrafterCard, drafter_card, read_training
 from core.drafter import Drafter, DrafterMismatchError, config_for_target, load_drafter
 from core.drafting import FeatureProposer
+from core.quant import int8_supported, quantize_drafter
 from core.models import DEFAULT_TARGET_ALIASES
 from core.target import TargetModel
 
@@ -21,9 +22,10 @@ def drafter_folder(name: str) -> Path:
     return ASSETS / name
 
 
-def build_proposer(spec: str, target: TargetModel, seed: int = 0) -> FeatureProposer | None:
+def build_proposer(spec: str, target: TargetModel, seed: int = 0, int8: bool | None = None) -> FeatureProposer | None:
     """``none`` -> None; ``jakiro``/``eagle`` -> the shipped drafter for the default target
-    (randomly initialised when none is shipped for this target); anything else -> a drafter folder."""
+    (randomly initialised when none is shipped for this target); anything else -> a drafter folder.
+    ``int8``: draft with int8 weights (core.quant); None = wherever the target runs on a CPU."""
     if spec == "none":
         return None
     trained = True
@@ -45,7 +47,9 @@ def build_proposer(spec: str, target: TargetModel, seed: int = 0) -> FeatureProp
             )
         drafter = load_drafter(folder, target.fingerprint(), target.vocab_size)
         name = folder.name
-    return attach(drafter, target, name, trained)
+    if int8 is None:
+        int8 = int8_supported(target.device)
+    return attach(drafter, target, name, trained, int8)
 
 
 def describe(spec: str, proposer: FeatureProposer) -> DrafterCard:
@@ -62,8 +66,13 @@ def random_drafter(target: TargetModel, ffn: str, seed: int = 0, num_layers: int
     return Drafter(cfg)
 
 
-def attach(drafter: Drafter, target: TargetModel, name: str, trained: bool = True) -> FeatureProposer:
-    """Put the drafter on the target's device and dtype, bind the frozen head, wrap it as a proposer."""
+def attach(drafter: Drafter, target: TargetModel, name: str, trained: bool = True, int8: bool = False) -> FeatureProposer:
+    """Put the drafter on the target's device and dtype, bind the frozen head (quantize it all with ``int8``),
+    wrap it as a proposer."""
     drafter = drafter.to(device=target.device, dtype=target.dtype)
     drafter.bind_head(target.lm_head.weight)
+    if int8:
+        if not int8_supported(target.device):
+            raise ValueError(f"int8 drafter weights run on a CPU only, the target is on {target.device.type}")
+        drafter = quantize_drafter(drafter)
     return FeatureProposer(drafter, target.embed, name, trained)

@@ -25,6 +25,7 @@ def drafters_markdown(cards: list[DrafterCard]) -> str:
         ("input from the target", [_inputs(c) for c in cards]),
         ("draft vocabulary", [f"{c.draft_vocab:,} tokens" for c in cards]),
         ("parameters", [f"{c.parameters / 1e6:.2f} M" for c in cards]),
+        ("weights while drafting", [_precision(c) for c in cards]),
         ("last training run", [_run(c) for c in cards]),
         ("held-out agreement (depth 1)", [_heldout(c) for c in cards]),
     ]
@@ -39,6 +40,13 @@ def _ffn(card: DrafterCard) -> str:
         return (f"Mixture of Experts: {card.experts} SwiGLU experts × {card.ffn_units:,} units, both active; "
                 "MoE and contrastive routing heads")
     return f"one dense SwiGLU MLP × {card.ffn_units:,} units"
+
+
+def _precision(card: DrafterCard) -> str:
+    if card.int8:
+        return ("int8, one scale per row, its head included (half the bytes a forward reads; the target still "
+                "verifies every token, so the output is unchanged)")
+    return "the target's dtype"
 
 
 def _inputs(card: DrafterCard) -> str:

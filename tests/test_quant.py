@@ -1,0 +1,126 @@
+"""Int8 drafter weights (core.quant): the arithmetic, the copy, and that decoding stays lossless."""
+import pytest
+import torch
+
+from core.bench import split_variant
+from core.config import EngineConfig, TreeConfig
+from core.drafter import Drafter, save_drafter
+from core.engine import SpecDecoder
+from core.quant import Int8Experts, Int8Linear, quantize_drafter, quantize_rows
+from core.registry import attach, build_proposer, random_drafter
+from core.trace import summarize
+from tests.helpers import NO_FALLBACK
+
+PROMPTS = ["Tell me a story about a dragon.", "List three colours."]
+
+
+def test_rows_round_to_within_half_a_step():
+    torch.manual_seed(0)
+    w = torch.randn(64, 96) * torch.logspace(-3, 1, 64)[:, None]  # rows of very different scales
+    w[5] = 0.0  # an all-zero row must not divide by zero
+    q, scales = quantize_rows(w)
+    assert q.dtype == torch.int8 and q.abs().max() <= 127
+    err = (q.float() * scales[:, None] - w).abs()
+    assert torch.all(err <= scales[:, None] / 2 + 1e-7)
+    assert torch.all(q[5] == 0)
+    assert torch.equal(q.abs().amax(1)[torch.arange(64) != 5], torch.full((63,), 127, dtype=torch.int8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_linear_is_the_dequantized_matmul(dtype):
+    torch.manual_seed(1)
+    w = torch.randn(40, 32)
+    layer = Int8Linear(w.to(dtype))
+    x = torch.randn(2, 3, 32, dtype=dtype)  # leading dimensions are kept
+    q, scales = quantize_rows(w.to(dtype))
+    reference = x.float() @ (q.float() * scales.to(dtype).float()[:, None]).T  # [2, 3, 40]
+    out = layer(x)
+    assert out.shape == (2, 3, 40) and out.dtype == dtype
+    tol = 1e-4 if dtype == torch.float32 else 0.1
+    assert torch.allclose(out.float(), reference, atol=tol, rtol=0.02)
+    assert layer(x[:, :0]).shape == (2, 0, 40)
+
+
+def test_int8_experts_match_the_einsum():
+    torch.manual_seed(2)
+    down = torch.randn(2, 24, 16)  # [E, I, H]
+    act = torch.randn(5, 2, 24)  # [n, E, I]
+    experts = Int8Experts(down)
+    dequant = torch.stack([quantize_rows(d.T)[0].float() * quantize_rows(d.T)[1][:, None] for d in down])  # [E, H, I]
+    assert torch.allclose(experts(act), torch.einsum("nei,ehi->neh", act, dequant), atol=1e-4)
+
+
+@pytest.mark.parametrize("ffn", ["dense", "moe"])
+def test_quantized_drafter_is_a_close_copy(tiny_target, ffn):
+    proposer = attach(random_drafter(tiny_target, ffn, seed=3), tiny_target, ffn)
+    drafter = proposer.drafter
+    before = {k: v.clone() for k, v in drafter.state_dict().items()}
+    quantized = quantize_drafter(drafter)
+    assert all(torch.equal(before[k], v) for k, v in drafter.state_dict().items())  # the original is untouched
+    assert drafter.head is None and isinstance(quantized.head, Int8Linear)
+    assert not any(isinstance(m, torch.nn.Linear) for m in quantized.modules())  # every matrix is int8
+    torch.manual_seed(4)
+    n, H = 6, drafter.cfg.hidden_size
+    feats, embeds = torch.randn(n, H), torch.randn(n, H)
+    ref = drafter(feats, embeds, torch.arange(n), drafter.new_cache(), with_experts=drafter.cfg.is_moe)
+    out = quantized(feats, embeds, torch.arange(n), quantized.new_cache(), with_experts=drafter.cfg.is_moe)
+    rel = (out.features - ref.features).norm() / ref.features.norm()
+    assert 0 < rel < 0.02, rel  # rounded, and only slightly
+    if ffn == "moe":
+        assert (out.contrastive - ref.contrastive).norm() / ref.contrastive.norm() < 0.02
+        assert torch.allclose(out.routing.moe_weights, ref.routing.moe_weights, atol=0.02)
+    p_ref, p_out = drafter.log_probs(ref.features).exp(), quantized.log_probs(out.features).exp()
+    assert (p_out - p_ref).abs().sum(-1).max() < 0.1  # total variation of the draft distributions
+
+
+def test_quantizing_needs_a_bound_head_and_a_quantized_drafter_is_not_saved(tiny_target, tmp_path):
+    drafter = random_drafter(tiny_target, "dense")
+    with pytest.raises(RuntimeError, match="bind the drafter"):
+        quantize_drafter(drafter)
+    quantized = attach(drafter, tiny_target, "eagle", int8=True).drafter
+    with pytest.raises(ValueError, match="quantized for inference"):
+        save_drafter(quantized, tmp_path / "out")
+    quantized.bind_head(tiny_target.lm_head.weight)  # a new head is used as given, not a stale int8 one
+    assert quantized.head is None
+
+
+TREES = [
+    ("small", TreeConfig(top_k=3, depth=4, total_tokens=10)),
+    ("hybrid", TreeConfig(top_k=4, depth=4, total_tokens=16, schedule="hybrid")),
+    ("decoupled adaptive", TreeConfig(top_k=3, depth=3, total_tokens=12, decoupled=True, adaptive=True)),
+]
+
+
+@pytest.mark.parametrize("ffn", ["dense", "moe"])
+@pytest.mark.parametrize("name, tree", TREES)
+def test_int8_drafters_are_lossless(tiny_target, ffn, name, tree):
+    if ffn == "dense" and (tree.schedule == "hybrid" or tree.decoupled):
+        pytest.skip("hybrid/decoupled need the MoE drafter")
+    spec = SpecDecoder(tiny_target, attach(random_drafter(tiny_target, ffn, seed=3), tiny_target, ffn, int8=True))
+    plain = SpecDecoder(tiny_target)
+    for prompt in PROMPTS:
+        cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30, tree=tree)
+        assert summarize(spec.generate(prompt, cfg)).text_tokens == summarize(plain.generate(prompt, cfg)).text_tokens
+
+
+def test_build_proposer_quantizes_on_the_cpu_unless_told(tiny_target):
+    assert build_proposer("eagle", tiny_target).drafter.head is not None  # the CPU default
+    assert build_proposer("eagle", tiny_target, int8=False).drafter.head is None
+    assert isinstance(build_proposer("jakiro", tiny_target, int8=False).drafter, Drafter)
+
+
+def test_weight_variants_parse_and_exclude_each_other():
+    assert split_variant("jakiro@int8+fixed") == ("jakiro", ("int8", "fixed"))
+    assert split_variant("eagle@native") == ("eagle", ("native",))
+    with pytest.raises(ValueError, match="at most one of int8, native"):
+        split_variant("jakiro@int8+native")
+
+
+@pytest.mark.parametrize("ffn", ["dense", "moe"])
+def test_the_card_counts_a_quantized_drafter_alike(tiny_target, ffn):
+    from core.card import drafter_card
+
+    native = attach(random_drafter(tiny_target, ffn, seed=3), tiny_target, ffn).drafter
+    card, int8_card = drafter_card(native, ffn, False), drafter_card(quantize_drafter(native), ffn, False)
+    assert int8_card.parameters == card.parameters == sum(p.numel() for p in native.parameters())
+    assert int8_card.int8 and not card.int8
