@@ -50,21 +50,23 @@ def test_shipped_drafters_are_lossless(real_target, plain, drafter, schedule):
 
 def test_context_lookup_is_lossless_and_pays_on_copying(real_target):
     """Asked to repeat a passage, the target copies it: looked-up chains are accepted, tau rises, output unchanged."""
-    prompt = ("Repeat this sentence exactly, word for word: The quick brown fox jumps over the lazy dog while the "
-              "old farmer watches from the porch of his red wooden house.")
-    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=40)
+    prompt = ("Repeat this paragraph exactly, word for word: The quick brown fox jumps over the lazy dog while the "
+              "old farmer watches from the porch of his red wooden house. Later that evening, the farmer's daughter "
+              "walks down to the river with a basket of apples and a small lantern, singing an old song.")
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=64)
     plain_tokens = summarize(SpecDecoder(real_target).generate(prompt, cfg, detail=False)).text_tokens
     decoder = SpecDecoder(real_target, build_proposer("eagle", real_target))
     taus = {}
     for lookup in (0, 10):
         tree = TreeConfig(lookup=lookup, lookup_max=LOOKUP_MAX)  # the default: runs grow while copying
-        records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=40, tree=tree),
+        records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=64, tree=tree),
                                    detail=False)
         summary = summarize(records)
         assert summary.text_tokens == plain_tokens
         taus[lookup] = summary.tau
         copied = sum(t["source"] == "lookup" for r in records if r["type"] == "step" for t in r["emitted"])
         assert (copied > 0) == (lookup > 0)
-    # measured: 1.89 -> 2.43 with release 4. The answer paraphrases, so many matches are 1-2 tokens long and get
-    # the shorter runs (release 3 with 10 tokens after every match: 1.7 -> 3.4; with the shorter runs: 2.83)
-    assert taus[10] > taus[0] + 0.4, taus
+    # measured (release 11, float32, 52 copied tokens): 1.73 -> 8.67 with int8 drafter weights, 1.79 -> 8.67 with
+    # float32 ones. A one-sentence passage (this test until session 14) copied in ~17 tokens, where one cycle more or
+    # less moved tau by 0.4.
+    assert taus[10] > 2 * taus[0], taus
