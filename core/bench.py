@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from core.config import LOOKUP_TOKENS, ConfigError, EngineConfig, TreeConfig, to_dict
 from core.engine import SpecDecoder
-from core.quant import is_quantized
+from core.quant import weights_name
 from core.registry import build_proposer
 from core.target import TargetModel
 from core.trace import summarize
@@ -283,7 +283,7 @@ class EngineMethod:
     def describe(self) -> dict[str, Any]:
         drafter = getattr(self.decoder.proposer, "drafter", None)
         return {"kind": "engine", "spec": self.spec, "engine": to_dict(self.cfg),
-                "drafter_weights": None if drafter is None else "int8" if is_quantized(drafter) else "native",
+                "drafter_weights": weights_name(drafter),
                 "drafter": to_dict(drafter.cfg) if drafter is not None else None}
 
 

@@ -368,11 +368,11 @@ def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, 
 
 def save_drafter(drafter: Drafter, folder: str | Path, extra: dict | None = None) -> None:
     """Write ``drafter.safetensors`` and ``drafter.json`` (config + optional metadata) to ``folder``."""
-    if drafter.head is not None:
+    state = {k: v.detach().contiguous().cpu() for k, v in drafter.state_dict().items()}
+    if any(key.endswith(".qweight") for key in state):
         raise ValueError("this drafter's weights were quantized for inference (core.quant): save the original")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in drafter.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE))
     meta = {"config": to_dict(drafter.cfg), **(extra or {})}
     (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")

@@ -18,7 +18,7 @@ from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
 from core.lookup import LOOKUP_BRANCH, graft, look_up, next_run_length
 from core.policy import FallbackState, decide, record_step
-from core.quant import is_quantized
+from core.quant import weights_name
 from core.sizing import (Calibration, CostModel, DraftStop, best_size, break_even, fit_cost, measure_verify_cost,
                          path_probs, prune_floor)
 from core.target import PromptError, TargetModel
@@ -327,7 +327,7 @@ class SpecDecoder:
             engine=to_dict(cfg),
             drafter=drafter_cfg,
             drafter_trained=getattr(self.proposer, "trained", None),
-            drafter_weights=None if drafter is None else "int8" if is_quantized(drafter) else "native",
+            drafter_weights=weights_name(drafter),
             prompt=prompt if isinstance(prompt, str) else None,
             prompt_tokens=len(prompt_ids),
             versions={"torch": torch.__version__, "python": platform.python_version(), **_versions()},

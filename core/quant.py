@@ -55,7 +55,12 @@ class Int8Experts(nn.Module):
 
 
 def is_quantized(drafter: Drafter) -> bool:
-    return drafter.head is not None
+    return any(isinstance(m, Int8Linear) for m in drafter.modules())
+
+
+def weights_name(drafter: Drafter | None) -> str | None:
+    """How a drafter drafts, for traces and reports: "int8", "native" (the target's dtype), None without one."""
+    return None if drafter is None else "int8" if is_quantized(drafter) else "native"
 
 
 def own_weights(drafter: Drafter) -> int:

@@ -4,9 +4,9 @@ import torch
 
 from core.bench import split_variant
 from core.config import EngineConfig, TreeConfig
-from core.drafter import Drafter, save_drafter
+from core.drafter import save_drafter
 from core.engine import SpecDecoder
-from core.quant import Int8Experts, Int8Linear, quantize_drafter, quantize_rows
+from core.quant import Int8Experts, Int8Linear, is_quantized, quantize_drafter, quantize_rows, weights_name
 from core.registry import attach, build_proposer, random_drafter
 from core.trace import summarize
 from tests.helpers import NO_FALLBACK
@@ -81,7 +81,9 @@ def test_quantizing_needs_a_bound_head_and_a_quantized_drafter_is_not_saved(tiny
     with pytest.raises(ValueError, match="quantized for inference"):
         save_drafter(quantized, tmp_path / "out")
     quantized.bind_head(tiny_target.lm_head.weight)  # a new head is used as given, not a stale int8 one
-    assert quantized.head is None
+    assert quantized.head is None and is_quantized(quantized)  # its other matrices stay int8
+    with pytest.raises(ValueError, match="quantized for inference"):
+        save_drafter(quantized, tmp_path / "out")
 
 
 TREES = [
@@ -104,9 +106,9 @@ def test_int8_drafters_are_lossless(tiny_target, ffn, name, tree):
 
 
 def test_build_proposer_quantizes_on_the_cpu_unless_told(tiny_target):
-    assert build_proposer("eagle", tiny_target).drafter.head is not None  # the CPU default
-    assert build_proposer("eagle", tiny_target, int8=False).drafter.head is None
-    assert isinstance(build_proposer("jakiro", tiny_target, int8=False).drafter, Drafter)
+    assert weights_name(build_proposer("eagle", tiny_target).drafter) == "int8"  # the CPU default
+    assert weights_name(build_proposer("jakiro", tiny_target, int8=False).drafter) == "native"
+    assert weights_name(None) is None
 
 
 def test_weight_variants_parse_and_exclude_each_other():
