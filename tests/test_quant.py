@@ -126,3 +126,21 @@ def test_the_card_counts_a_quantized_drafter_alike(tiny_target, ffn):
     card, int8_card = drafter_card(native, ffn, False), drafter_card(quantize_drafter(native), ffn, False)
     assert int8_card.parameters == card.parameters == sum(p.numel() for p in native.parameters())
     assert int8_card.int8 and not card.int8
+
+
+def test_the_drafter_weights_flag_reaches_the_engines(monkeypatch):
+    import runpy
+    from pathlib import Path
+
+    import app.session
+    from core.cli import build_parser
+
+    app_script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "app.py"), run_name="app_script")
+    seen = {}
+    monkeypatch.setattr(app.session, "load_engines", lambda *args, **kwargs: seen.update(kwargs) or "engines")
+    for flag, int8 in (("native", False), ("int8", True), ("auto", None)):
+        args = app_script["parse_args"](["--drafter-weights", flag, "--no-warm-up"])
+        assert app_script["load_models"](args) == "engines" and seen["int8"] is int8
+    assert build_parser().parse_args(["generate", "--prompt", "hi"]).drafter_weights == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "--prompt", "hi", "--drafter-weights", "int4"])
