@@ -18,7 +18,7 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
-from core.config import WEIGHT_CHOICES, WEIGHTS_HELP  # noqa: E402
+from core.config import DRAFTER_WEIGHTS, WEIGHTS_HELP  # noqa: E402
 from core.models import DEFAULT_TARGET, ModelSourceError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--drafters", default="jakiro,eagle",
                    help="one or two comma-separated drafters: jakiro, eagle or the path of a saved drafter folder")
-    p.add_argument("--drafter-weights", choices=list(WEIGHT_CHOICES), default="auto", help=WEIGHTS_HELP)
+    p.add_argument("--drafter-weights", choices=DRAFTER_WEIGHTS, default="auto", help=WEIGHTS_HELP)
     p.add_argument("--viewer", action="store_true", help="load no model; only replay saved traces")
     p.add_argument("--no-warm-up", action="store_true", help="skip the short warm-up generation at start-up")
     p.add_argument("--host", default=None, help="default: GRADIO_SERVER_NAME, else 127.0.0.1")
@@ -94,7 +94,7 @@ def load_models(args: argparse.Namespace) -> Engines | None:
     from core.drafter import DrafterMismatchError
 
     try:
-        engines = load_engines(args.target, args.dtype, args.drafters, int8=WEIGHT_CHOICES[args.drafter_weights])
+        engines = load_engines(args.target, args.dtype, args.drafters, weights=args.drafter_weights)
     except DrafterMismatchError as err:
         raise StartupError(
             f"{err}. Pass --drafters with drafter folders saved for this target by `python -m core train fit "

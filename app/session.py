@@ -47,11 +47,11 @@ class Engines:
 
 
 def load_engines(target: str, dtype: str = "float32", drafters: list[str] | None = None, seed: int = 0,
-                 int8: bool | None = None) -> Engines:
-    """Load the target once and build every proposer on it (slow: call at start-up only); ``int8`` as in
+                 weights: str = "auto") -> Engines:
+    """Load the target once and build every proposer on it (slow: call at start-up only); ``weights`` as in
     ``build_proposer``."""
     model = TargetModel.load(target, dtype=dtype)
-    proposers = {spec: build_proposer(spec, model, seed, int8) for spec in (drafters or ["jakiro", "eagle"])}
+    proposers = {spec: build_proposer(spec, model, seed, weights) for spec in (drafters or ["jakiro", "eagle"])}
     cards = [describe(spec, proposer) for spec, proposer in proposers.items() if proposer is not None]
     return engines_for(model, proposers, cards)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from core.drafter import CONFIG_FILE, Drafter
-from core.quant import is_quantized, own_weights
+from core.quant import own_weights, weights_name
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class DrafterCard:
     feature_layers: tuple[int, ...]  # inner target layers fused into the input; () = the last hidden state only
     draft_vocab: int  # tokens the drafter proposes from
     parameters: int  # its own weights, without the target's frozen embedding and lm_head
-    int8: bool  # drafting with int8 weights (core.quant); stored and trained in floating point
+    weights: str  # drafting with "int8" or "int4" weights (core.quant) or "native" ones; stored in floating point
     training: Training | None
 
 
@@ -58,7 +58,7 @@ def drafter_card(drafter: Drafter, name: str, trained: bool, meta: Mapping[str, 
         feature_layers=tuple(cfg.feature_layers),
         draft_vocab=cfg.draft_vocab_size or cfg.vocab_size,
         parameters=own_weights(drafter),
-        int8=is_quantized(drafter),
+        weights=weights_name(drafter) or "native",
         training=_training(meta) if trained and meta else None,
     )
 

@@ -8,7 +8,7 @@ import time
 from typing import Sequence
 
 from core.bench import add_parser as add_bench_parser
-from core.config import (LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, WEIGHT_CHOICES, WEIGHTS_HELP, ConfigError,
+from core.config import (LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, DRAFTER_WEIGHTS, WEIGHTS_HELP, ConfigError,
                          EngineConfig, FallbackConfig, SamplingConfig, TreeConfig)
 from core.drafter import DrafterMismatchError
 from core.models import DEFAULT_TARGET, ModelSourceError
@@ -90,7 +90,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise PromptError("the prompt is empty: pass --prompt TEXT")
     target = TargetModel.load(args.target, args.dtype, args.device, args.trust_remote_code)
     try:
-        proposer = build_proposer(args.drafter, target, args.seed, WEIGHT_CHOICES[args.drafter_weights])
+        proposer = build_proposer(args.drafter, target, args.seed, args.drafter_weights)
     except DrafterMismatchError as err:
         raise DrafterMismatchError(f"{err}. {DRAFTER_ADVICE}") from err
     cfg = engine_config(args, moe=bool(proposer and proposer.drafter.cfg.is_moe))
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="generate one answer, speculatively or plainly")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--drafter", default="jakiro", help="jakiro | eagle | none | PATH to a drafter folder")
-    gen.add_argument("--drafter-weights", choices=list(WEIGHT_CHOICES), default="auto", help=WEIGHTS_HELP)
+    gen.add_argument("--drafter-weights", choices=DRAFTER_WEIGHTS, default="auto", help=WEIGHTS_HELP)
     add_model_args(gen)
     add_decode_args(gen)
     gen.add_argument("--trace", default=None, help="write the step trace to this JSONL file")

@@ -1,10 +1,12 @@
-"""Weight-only int8 drafter weights: half the bytes a bfloat16 drafter forward reads.
+"""Quantized drafter weights (int8 or int4, weight-only): fewer bytes for a drafter forward to read.
 
 On a CPU a drafter forward is memory bound: each matrix costs what reading it costs (benchmarks/RESULTS.md,
 "What a drafter forward costs"), half of it the draft vocabulary's rows of the target's lm_head. Stored as int8
-with one scale per output row, every matrix is read in half the bytes by ``torch``'s int8 x bfloat16 kernel
-(``aten._weight_int8pack_mm``, the one gpt-fast uses on CPUs). Only the drafter is quantized: its proposals
-change by rounding, the target verifies them as before, so decoding stays exactly as lossless as it was.
+with one scale per output row (half the bytes of bfloat16), or as int4 with a scale and an offset per group of 64
+inputs (a quarter), every matrix is multiplied by ``torch``'s CPU kernels for them
+(``aten._weight_int8pack_mm`` / ``aten._weight_int4pack_mm_for_cpu``, the ones gpt-fast uses on CPUs). Only the
+drafter is quantized: its proposals change by rounding, the target verifies them as before, so decoding stays
+exactly as lossless as it was.
 """
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ import copy
 import torch
 from torch import nn
 
+from core.config import AUTO_DRAFTER_WEIGHTS, DRAFTER_WEIGHTS
 from core.drafter import Drafter, MoEFFN
 
 INT8_MAX = 127
+INT4_GROUP = 64  # inputs sharing one int4 scale and offset
+INT4_ROWS = 16  # the int4 kernel packs rows in blocks of 16: others are padded with zero rows
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,6 +29,17 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scales = w.abs().amax(dim=1).clamp(min=1e-12) / INT8_MAX  # [N]
     q = (w / scales[:, None]).round().clamp(-INT8_MAX, INT8_MAX).to(torch.int8)  # [N, K]
     return q, scales
+
+
+def quantize_groups(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric int4 per group of ``group`` inputs: weight [N, K] -> (q [N, K] int32 in 0..15, scales [N, K/group],
+    offsets [N, K/group]), weight ~ q * scale + offset (float32)."""
+    n, k = weight.shape
+    w = weight.detach().float().reshape(n, k // group, group)  # [N, G, group]
+    low, high = w.amin(-1), w.amax(-1)  # [N, G]
+    scales = (high - low).clamp(min=1e-12) / 15
+    q = ((w - low[..., None]) / scales[..., None]).round().clamp(0, 15).to(torch.int32)
+    return q.reshape(n, k), scales, low
 
 
 class Int8Linear(nn.Module):
@@ -43,43 +59,97 @@ class Int8Linear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
-class Int8Experts(nn.Module):
-    """The MoE experts' down projections in int8: act [.., n, E, I] -> [.., n, E, H] (MoEFFN.down's einsum)."""
+class Int4Linear(nn.Module):
+    """A bias-free linear layer with int4 weights, a scale and an offset per group of inputs (inference only)."""
 
-    def __init__(self, down: torch.Tensor) -> None:  # down [E, I, H]: expert e computes x @ down[e]
+    def __init__(self, weight: torch.Tensor, group: int = INT4_GROUP) -> None:  # weight [N, K], floating point
         super().__init__()
-        self.experts = nn.ModuleList(Int8Linear(d.T) for d in down)  # each [H, I]
+        n, k = weight.shape
+        if k % group:
+            raise ValueError(f"int4 weights need inputs in groups of {group}, this matrix has {k}")
+        padded = torch.cat([weight.detach().float(), weight.new_zeros((-n) % INT4_ROWS, k, dtype=torch.float32)])
+        q, scales, low = quantize_groups(padded, group)  # [N', K], [N', G], [N', G]
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(weight.device), 1)  # [N', K/2] uint8
+        # the kernel computes (q - 8) * scale + zero, so zero = low + 8 * scale
+        scales_zeros = torch.stack([scales, low + 8 * scales], dim=-1).transpose(0, 1)  # [G, N', 2]
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales_zeros", scales_zeros.contiguous().to(weight.device, weight.dtype))
+        self.group = group
+        self.out_features, self.in_features = n, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [.., K] in the scales' dtype -> [.., N]."""
+        flat = x.reshape(-1, self.in_features).contiguous()
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, self.scales_zeros)  # [m, N']
+        return out[:, : self.out_features].reshape(*x.shape[:-1], self.out_features)
+
+
+QuantLinear = Int8Linear | Int4Linear
+FORMATS = {"int8": Int8Linear, "int4": Int4Linear}
+
+
+def quantized_linear(weight: torch.Tensor, fmt: str) -> QuantLinear:
+    """``weight`` [N, K] in ``fmt``; int4 falls back to int8 for a matrix whose inputs do not form int4 groups."""
+    if fmt == "int4" and weight.shape[1] % INT4_GROUP:
+        fmt = "int8"
+    return FORMATS[fmt](weight)
+
+
+class QuantExperts(nn.Module):
+    """The MoE experts' down projections, quantized: act [.., n, E, I] -> [.., n, E, H] (MoEFFN.down's einsum)."""
+
+    def __init__(self, down: torch.Tensor, fmt: str) -> None:  # down [E, I, H]: expert e computes x @ down[e]
+        super().__init__()
+        self.experts = nn.ModuleList(quantized_linear(d.T, fmt) for d in down)  # each [H, I]
 
     def forward(self, act: torch.Tensor) -> torch.Tensor:
         return torch.stack([expert(act[..., e, :]) for e, expert in enumerate(self.experts)], dim=-2)
 
 
-def is_quantized(drafter: Drafter) -> bool:
-    return any(isinstance(m, Int8Linear) for m in drafter.modules())
-
-
 def weights_name(drafter: Drafter | None) -> str | None:
-    """How a drafter drafts, for traces and reports: "int8", "native" (the target's dtype), None without one."""
-    return None if drafter is None else "int8" if is_quantized(drafter) else "native"
+    """How a drafter drafts, for traces and reports: "int4" (some matrices may be int8, see quantized_linear),
+    "int8", "native" (the target's dtype), or None without a drafter."""
+    if drafter is None:
+        return None
+    kinds = {type(m) for m in drafter.modules()}
+    return "int4" if Int4Linear in kinds else "int8" if Int8Linear in kinds else "native"
+
+
+def is_quantized(drafter: Drafter) -> bool:
+    return weights_name(drafter) != "native"
 
 
 def own_weights(drafter: Drafter) -> int:
     """The drafter's own weights, quantized or not (not the target's head rows it reads)."""
-    int8 = sum(m.qweight.numel() for name, m in drafter.named_modules()
-               if isinstance(m, Int8Linear) and name != "head")
-    return int8 + sum(p.numel() for p in drafter.parameters())
+    quantized = sum(m.out_features * m.in_features for name, m in drafter.named_modules()
+                    if isinstance(m, (Int8Linear, Int4Linear)) and name != "head")
+    return quantized + sum(p.numel() for p in drafter.parameters())
 
 
-def int8_supported(device: torch.device) -> bool:
-    """The int8 kernel runs on CPUs; GPU drafting is bound by kernel launches, not by weight bytes."""
+def quantized_supported(device: torch.device) -> bool:
+    """The int8 and int4 kernels used here run on CPUs; GPU drafting is bound by kernel launches, not bytes."""
     return device.type == "cpu"
 
 
-def quantize_drafter(drafter: Drafter) -> Drafter:
-    """A copy of a bound drafter (see ``Drafter.bind_head``) whose matrices and draft head are int8.
+def resolve_weights(choice: str, device: torch.device) -> str:
+    """A ``--drafter-weights`` choice -> "int8", "int4" or "native" for a target on ``device``."""
+    if choice not in DRAFTER_WEIGHTS:
+        raise ValueError(f"drafter weights must be one of {', '.join(DRAFTER_WEIGHTS)}, got {choice!r}")
+    if choice == "auto":
+        return AUTO_DRAFTER_WEIGHTS if quantized_supported(device) else "native"
+    if choice != "native" and not quantized_supported(device):
+        raise ValueError(f"{choice} drafter weights run on a CPU only, the target is on {device.type}")
+    return choice
+
+
+def quantize_drafter(drafter: Drafter, fmt: str = "int8") -> Drafter:
+    """A copy of a bound drafter (see ``Drafter.bind_head``) whose matrices and draft head are in ``fmt`` ("int8"
+    or "int4").
 
     Norms, the vocabulary map and the bound head kept for reference stay as they are; ``drafter`` is not
-    modified. The copy is for inference only (its int8 buffers take no gradient)."""
+    modified. The copy is for inference only (its quantized buffers take no gradient)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"quantized formats are {', '.join(FORMATS)}, got {fmt!r}")
     if drafter.head_weight is None:
         raise RuntimeError("bind the drafter to the target's lm_head before quantizing it (its head is quantized too)")
     quantized = copy.deepcopy(drafter).eval()
@@ -87,11 +157,11 @@ def quantize_drafter(drafter: Drafter) -> Drafter:
     for name, module in linears:
         parent_name, _, attr = name.rpartition(".")
         parent = quantized.get_submodule(parent_name) if parent_name else quantized
-        setattr(parent, attr, Int8Linear(module.weight))
+        setattr(parent, attr, quantized_linear(module.weight, fmt))
     for module in quantized.modules():
         if isinstance(module, MoEFFN) and isinstance(module.down, nn.Parameter):
             down = module.down
             del module.down  # the Parameter, replaced by a module with the same call
-            module.down = Int8Experts(down.detach())
-    quantized.head = Int8Linear(quantized.head_weight)
+            module.down = QuantExperts(down.detach(), fmt)
+    quantized.head = quantized_linear(quantized.head_weight, fmt)
     return quantized

@@ -9,7 +9,7 @@ import torch
 from core.card import DrafterCard, drafter_card, read_training
 from core.drafter import Drafter, DrafterMismatchError, config_for_target, load_drafter
 from core.drafting import FeatureProposer
-from core.quant import int8_supported, quantize_drafter
+from core.quant import quantize_drafter, resolve_weights
 from core.models import DEFAULT_TARGET_ALIASES
 from core.target import TargetModel
 
@@ -22,10 +22,11 @@ def drafter_folder(name: str) -> Path:
     return ASSETS / name
 
 
-def build_proposer(spec: str, target: TargetModel, seed: int = 0, int8: bool | None = None) -> FeatureProposer | None:
+def build_proposer(spec: str, target: TargetModel, seed: int = 0, weights: str = "auto") -> FeatureProposer | None:
     """``none`` -> None; ``jakiro``/``eagle`` -> the shipped drafter for the default target
     (randomly initialised when none is shipped for this target); anything else -> a drafter folder.
-    ``int8``: draft with int8 weights (core.quant); None = wherever the target runs on a CPU."""
+    ``weights``: "int8"/"int4" drafts with quantized weights (core.quant), "native" in the target's dtype, "auto"
+    as ``core.quant.resolve_weights`` decides for the target's device."""
     if spec == "none":
         return None
     trained = True
@@ -47,9 +48,7 @@ def build_proposer(spec: str, target: TargetModel, seed: int = 0, int8: bool | N
             )
         drafter = load_drafter(folder, target.fingerprint(), target.vocab_size)
         name = folder.name
-    if int8 is None:
-        int8 = int8_supported(target.device)
-    return attach(drafter, target, name, trained, int8)
+    return attach(drafter, target, name, trained, resolve_weights(weights, target.device))
 
 
 def describe(spec: str, proposer: FeatureProposer) -> DrafterCard:
@@ -66,13 +65,13 @@ def random_drafter(target: TargetModel, ffn: str, seed: int = 0, num_layers: int
     return Drafter(cfg)
 
 
-def attach(drafter: Drafter, target: TargetModel, name: str, trained: bool = True, int8: bool = False) -> FeatureProposer:
-    """Put the drafter on the target's device and dtype, bind the frozen head (quantize it all with ``int8``),
-    wrap it as a proposer."""
+def attach(drafter: Drafter, target: TargetModel, name: str, trained: bool = True, weights: str = "native"
+           ) -> FeatureProposer:
+    """Put the drafter on the target's device and dtype, bind the frozen head, quantize it all unless ``weights``
+    is "native" (see ``build_proposer``), wrap it as a proposer."""
     drafter = drafter.to(device=target.device, dtype=target.dtype)
     drafter.bind_head(target.lm_head.weight)
-    if int8:
-        if not int8_supported(target.device):
-            raise ValueError(f"int8 drafter weights run on a CPU only, the target is on {target.device.type}")
-        drafter = quantize_drafter(drafter)
+    weights = resolve_weights(weights, target.device)
+    if weights != "native":
+        drafter = quantize_drafter(drafter, weights)
     return FeatureProposer(drafter, target.embed, name, trained)

@@ -42,10 +42,15 @@ def _ffn(card: DrafterCard) -> str:
     return f"one dense SwiGLU MLP × {card.ffn_units:,} units"
 
 
+PRECISION = {
+    "int8": "int8, one scale per row, its head included (half the bytes a forward reads",
+    "int4": "int4, a scale and an offset per 64 inputs, its head included (a quarter of the bytes a forward reads",
+}
+
+
 def _precision(card: DrafterCard) -> str:
-    if card.int8:
-        return ("int8, one scale per row, its head included (half the bytes a forward reads; the target still "
-                "verifies every token, so the output is unchanged)")
+    if card.weights in PRECISION:
+        return PRECISION[card.weights] + "; the target still verifies every token, so the output is unchanged)"
     return "the target's dtype"
 
 
