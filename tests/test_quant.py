@@ -176,3 +176,35 @@ def test_the_drafter_weights_flag_reaches_the_engines(monkeypatch):
     assert build_parser().parse_args(["generate", "--prompt", "hi"]).drafter_weights == "auto"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["generate", "--prompt", "hi", "--drafter-weights", "int2"])
+
+
+def test_a_quantized_jakiro_drafter_keeps_the_target_distribution(tiny_target):
+    """Sampling at temperature 1 with an int8 MoE drafter (hybrid schedule): the first two tokens are distributed as
+    the target's own (chi-square over every pair the target can give)."""
+    from scipy.stats import chisquare
+
+    from core.config import SamplingConfig
+    from core.verify import target_probs
+
+    sampling = SamplingConfig(temperature=1.0, top_k=3)
+    prompt = tiny_target.encode_chat("Hi")
+
+    @torch.inference_mode()
+    def probs(context: list[int]) -> torch.Tensor:  # [vocab]
+        return target_probs(tiny_target.model(torch.tensor([context])).logits[0, -1:], sampling)[0]
+
+    p1 = probs(prompt)
+    firsts = p1.nonzero().flatten().tolist()
+    p2 = {x: probs(prompt + [x]) for x in firsts}
+    proposer = attach(random_drafter(tiny_target, "moe", seed=2), tiny_target, "moe", weights="int8")
+    decoder = SpecDecoder(tiny_target, proposer)
+    tree = TreeConfig(top_k=2, depth=2, total_tokens=4, schedule="hybrid")
+    draws, counts = 600, {}
+    for seed in range(draws):
+        cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=2, tree=tree, sampling=sampling, seed=seed)
+        pair = tuple(summarize(decoder.generate(prompt, cfg, detail=False)).text_tokens[:2])
+        counts[pair] = counts.get(pair, 0) + 1
+    cells = [(x, y) for x in firsts for y in p2[x].nonzero().flatten().tolist()]
+    assert set(counts) <= set(cells)
+    expected = [float(p1[x] * p2[x][y]) * draws for x, y in cells]
+    assert chisquare([counts.get(c, 0) for c in cells], expected).pvalue > 1e-3
