@@ -84,11 +84,10 @@ class Int4Linear(nn.Module):
         return out[:, : self.out_features].reshape(*x.shape[:-1], self.out_features)
 
 
-QuantLinear = Int8Linear | Int4Linear
 FORMATS = {"int8": Int8Linear, "int4": Int4Linear}
 
 
-def quantized_linear(weight: torch.Tensor, fmt: str) -> QuantLinear:
+def quantized_linear(weight: torch.Tensor, fmt: str) -> Int8Linear | Int4Linear:
     """``weight`` [N, K] in ``fmt``; int4 falls back to int8 for a matrix whose inputs do not form int4 groups."""
     if fmt == "int4" and weight.shape[1] % INT4_GROUP:
         fmt = "int8"
@@ -115,14 +114,10 @@ def weights_name(drafter: Drafter | None) -> str | None:
     return "int4" if Int4Linear in kinds else "int8" if Int8Linear in kinds else "native"
 
 
-def is_quantized(drafter: Drafter) -> bool:
-    return weights_name(drafter) != "native"
-
-
 def own_weights(drafter: Drafter) -> int:
     """The drafter's own weights, quantized or not (not the target's head rows it reads)."""
     quantized = sum(m.out_features * m.in_features for name, m in drafter.named_modules()
-                    if isinstance(m, (Int8Linear, Int4Linear)) and name != "head")
+                    if isinstance(m, tuple(FORMATS.values())) and name != "head")
     return quantized + sum(p.numel() for p in drafter.parameters())
 
 
@@ -158,7 +153,7 @@ def quantize_drafter(drafter: Drafter, fmt: str = "int8") -> Drafter:
         parent_name, _, attr = name.rpartition(".")
         parent = quantized.get_submodule(parent_name) if parent_name else quantized
         setattr(parent, attr, quantized_linear(module.weight, fmt))
-    for module in quantized.modules():
+    for module in list(quantized.modules()):
         if isinstance(module, MoEFFN) and isinstance(module.down, nn.Parameter):
             down = module.down
             del module.down  # the Parameter, replaced by a module with the same call

@@ -6,7 +6,7 @@ from core.bench import split_variant
 from core.config import EngineConfig, TreeConfig
 from core.drafter import save_drafter
 from core.engine import SpecDecoder
-from core.quant import (Int4Linear, Int8Linear, QuantExperts, is_quantized, quantize_drafter, quantize_groups,
+from core.quant import (Int4Linear, Int8Linear, QuantExperts, quantize_drafter, quantize_groups,
                         quantize_rows, quantized_linear, resolve_weights, weights_name)
 from core.registry import attach, build_proposer, random_drafter
 from core.trace import summarize
@@ -112,7 +112,7 @@ def test_quantizing_needs_a_bound_head_and_a_quantized_drafter_is_not_saved(tiny
     with pytest.raises(ValueError, match="quantized for inference"):
         save_drafter(quantized, tmp_path / "out")
     quantized.bind_head(tiny_target.lm_head.weight)  # a new head is used as given, not a stale int8 one
-    assert quantized.head is None and is_quantized(quantized)  # its other matrices stay int8
+    assert quantized.head is None and weights_name(quantized) == "int8"  # its other matrices stay int8
     with pytest.raises(ValueError, match="quantized for inference"):
         save_drafter(quantized, tmp_path / "out")
 
