@@ -58,7 +58,7 @@ def drafter_card(drafter: Drafter, name: str, trained: bool, meta: Mapping[str, 
         feature_layers=tuple(cfg.feature_layers),
         draft_vocab=cfg.draft_vocab_size or cfg.vocab_size,
         parameters=own_weights(drafter),
-        weights=weights_name(drafter) or "native",
+        weights=weights_name(drafter),
         training=_training(meta) if trained and meta else None,
     )
 

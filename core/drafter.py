@@ -164,7 +164,7 @@ class MoEFFN(nn.Module):
         w = logits[..., :2].softmax(-1)  # [.., n, 2]
         v = logits[..., 2:].softmax(-1)
         act = F.silu(gate) * up  # [.., n, E, I]
-        if isinstance(self.down, nn.Module):  # int8 experts (core.quant): the same call
+        if isinstance(self.down, nn.Module):  # quantized experts (core.quant): the same call
             outs = self.down(act)  # [.., n, E, H]
         else:
             outs = torch.einsum("...ei,eih->...eh", act, self.down)  # [.., n, E, H]
@@ -206,7 +206,7 @@ class Drafter(nn.Module):
         vocab_ids = torch.arange(cfg.draft_vocab_size or cfg.vocab_size)
         self.register_buffer("vocab_ids", vocab_ids, persistent=cfg.draft_vocab_size > 0)  # [V'] target ids
         self.head_weight: torch.Tensor | None = None  # [V', H], bound from the target, never saved
-        self.head: nn.Module | None = None  # the head in int8 (core.quant), used instead of head_weight when set
+        self.head: nn.Module | None = None  # the head quantized (core.quant), used instead of head_weight when set
 
     @property
     def dtype(self) -> torch.dtype:
@@ -369,7 +369,7 @@ def config_for_target(model_config, ffn: str, target_id: str, fingerprint: str, 
 def save_drafter(drafter: Drafter, folder: str | Path, extra: dict | None = None) -> None:
     """Write ``drafter.safetensors`` and ``drafter.json`` (config + optional metadata) to ``folder``."""
     state = {k: v.detach().contiguous().cpu() for k, v in drafter.state_dict().items()}
-    if any(key.endswith(".qweight") for key in state):
+    if any(v.dtype in (torch.int8, torch.uint8) for v in state.values()):  # int8 rows / packed int4 (core.quant)
         raise ValueError("this drafter's weights were quantized for inference (core.quant): save the original")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

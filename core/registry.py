@@ -48,7 +48,7 @@ def build_proposer(spec: str, target: TargetModel, seed: int = 0, weights: str =
             )
         drafter = load_drafter(folder, target.fingerprint(), target.vocab_size)
         name = folder.name
-    return attach(drafter, target, name, trained, resolve_weights(weights, target.device))
+    return attach(drafter, target, name, trained, weights)
 
 
 def describe(spec: str, proposer: FeatureProposer) -> DrafterCard:
@@ -68,7 +68,7 @@ def random_drafter(target: TargetModel, ffn: str, seed: int = 0, num_layers: int
 def attach(drafter: Drafter, target: TargetModel, name: str, trained: bool = True, weights: str = "native"
            ) -> FeatureProposer:
     """Put the drafter on the target's device and dtype, bind the frozen head, quantize it all unless ``weights``
-    is "native" (see ``build_proposer``), wrap it as a proposer."""
+    resolves to "native" (see ``build_proposer``), wrap it as a proposer."""
     drafter = drafter.to(device=target.device, dtype=target.dtype)
     drafter.bind_head(target.lm_head.weight)
     weights = resolve_weights(weights, target.device)

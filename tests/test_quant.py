@@ -111,6 +111,9 @@ def test_quantizing_needs_a_bound_head_and_a_quantized_drafter_is_not_saved(tiny
     quantized = attach(drafter, tiny_target, "eagle", weights="int8").drafter
     with pytest.raises(ValueError, match="quantized for inference"):
         save_drafter(quantized, tmp_path / "out")
+    with pytest.raises(ValueError, match="quantized for inference"):
+        save_drafter(attach(random_drafter(tiny_target, "dense"), tiny_target, "eagle", weights="int4").drafter,
+                     tmp_path / "out4")
     quantized.bind_head(tiny_target.lm_head.weight)  # a new head is used as given, not a stale int8 one
     assert quantized.head is None and weights_name(quantized) == "int8"  # its other matrices stay int8
     with pytest.raises(ValueError, match="quantized for inference"):
