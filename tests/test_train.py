@@ -16,7 +16,7 @@ from core.registry import attach
 from core.trace import summarize
 from core.train.data import Sequence, encode_conversation, load_features, record_features, recorded_taps
 from core.train.losses import drafter_loss
-from core.train.loop import TrainConfig, _save_checkpoint, draft_vocabulary, make_batches, train
+from core.train.loop import TrainConfig, _save_checkpoint, collate, draft_vocabulary, make_batches, step_loss, train
 from core.train.selfdistill import answer_prompts, done_count
 from core.train.unroll import StackedKV, shift_predictions, unroll_mask
 from core.registry import random_drafter
@@ -116,6 +116,29 @@ def test_features_match_a_direct_forward(tiny_target, features):
 def test_draft_vocabulary_keeps_stop_tokens(features):
     vocab = draft_vocabulary(features, 10, frozenset({2}))
     assert vocab[0] == 2 and vocab.numel() == 10
+
+
+@pytest.mark.parametrize("from_pass", [0, 1])
+def test_contrastive_loss_only_from_the_chosen_pass_but_always_measured(tiny_target, features, from_pass):
+    """contrastive_from_pass=1: pass 0's loss leaves the contrastive routing head untouched (no gradient), the
+    last pass trains it, and every pass still measures the contrastive agreement."""
+    drafter = random_drafter(tiny_target, "moe", seed=5).float()
+    drafter.bind_head(tiny_target.lm_head.weight.float())
+    cfg = TrainConfig(ffn="moe", unroll=2, contrastive_from_pass=from_pass, noise=0.0)
+    batch = collate(features, list(range(4)))
+    parts = step_loss(drafter, tiny_target.embed_tokens, *batch, cfg, train=True)
+    assert all(not torch.isnan(torch.tensor(p.con_top1)) for p in parts)
+    con_rows = drafter.ffn.gate_up.weight  # the router's last two rows are the contrastive head
+
+    def con_grad(loss: torch.Tensor) -> float:
+        drafter.zero_grad()
+        loss.backward(retain_graph=True)
+        return con_rows.grad[-2:].abs().sum().item()
+
+    assert (con_grad(parts[0].total) == 0.0) == (from_pass == 1)
+    assert con_grad(parts[1].total) > 0.0
+    with pytest.raises(ConfigError, match="contrastive_from_pass must name one of the 2 unrolled passes"):
+        dataclasses.replace(cfg, contrastive_from_pass=2)
 
 
 @pytest.mark.parametrize("ffn,unroll", [("moe", 2), ("dense", 1)])

@@ -60,6 +60,9 @@ class TrainConfig:
     unroll_weight: float = 1.0  # loss weight of each unrolled pass
     w_reg: float = 1.0
     w_ce: float = 0.1
+    contrastive_from_pass: int = 0  # moe: the contrastive branch's loss only in unrolled passes j >= this (the
+    # hybrid schedule reads it at forward depth-2 alone; earlier passes then train the MoE branch undisturbed);
+    # its agreement is still measured in every pass
     holdout_every: int = 50  # every n-th sequence is held out for evaluation
     # "per-folder": every n-th answer counted within each answer folder, so appending answers keeps the held-out
     # prompts; "global": counted over all sequences in order (releases 1-3 were trained so)
@@ -79,6 +82,9 @@ class TrainConfig:
             raise ConfigError(f"unroll must be between 1 and 8 passes, got {self.unroll}")
         if self.expert_size < 0 or (self.expert_size and self.ffn != "moe"):
             raise ConfigError(f"expert_size is for --ffn moe and must be >= 0, got {self.expert_size}")
+        if not 0 <= self.contrastive_from_pass < self.unroll:
+            raise ConfigError(f"contrastive_from_pass must name one of the {self.unroll} unrolled passes (0.."
+                              f"{self.unroll - 1}), got {self.contrastive_from_pass}")
         if self.holdout_scheme not in HOLDOUT_SCHEMES:
             raise ConfigError(f"holdout_scheme must be one of {HOLDOUT_SCHEMES}, got {self.holdout_scheme!r}")
 
@@ -162,7 +168,8 @@ def _pass_loss(drafter: Drafter, out, mask, hidden, j: int, cfg: TrainConfig) ->
         pos2[:, :j] = False
         pred_con = out.contrastive[:, : L - 3][pos2]
         truth_con = hidden[:, 2 : L - 1][pos2].float()
-    return drafter_loss(drafter.head_weight, pred, truth, pred_con, truth_con, cfg.w_reg, cfg.w_ce)
+    w_con = 1.0 if j >= cfg.contrastive_from_pass else 0.0
+    return drafter_loss(drafter.head_weight, pred, truth, pred_con, truth_con, cfg.w_reg, cfg.w_ce, w_con)
 
 
 def combined_loss(parts: list[LossParts], unroll_weight: float) -> torch.Tensor:

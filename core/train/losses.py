@@ -4,8 +4,10 @@ Position t reads (f_t, e_{t+1}).  F_moe_t is trained toward f_{t+1} and toward t
 distribution p*_{t+1} = softmax(lm_head(f_{t+1})) over the next token; the contrastive
 output F_con_t (Jakiro only) toward f_{t+2} and p*_{t+2}, with half the weight:
 
-    L = w_reg * (SmoothL1(F_moe, f+1) + 0.5 SmoothL1(F_con, f+2))
-      + w_ce  * (CE(q_moe, p*+1) + 0.5 CE(q_con, p*+2))
+    L = w_reg * (SmoothL1(F_moe, f+1) + 0.5 w_con SmoothL1(F_con, f+2))
+      + w_ce  * (CE(q_moe, p*+1) + 0.5 w_con CE(q_con, p*+2))
+
+(w_con = 1 is the reference; 0 leaves the contrastive branch out of this pass's loss and only measures it.)
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ def drafter_loss(
     truth_con: torch.Tensor | None = None,  # [m, H] f_{t+2}
     w_reg: float = 1.0,
     w_ce: float = 0.1,
+    w_con: float = 1.0,
 ) -> LossParts:
     q = F.linear(pred.to(head.dtype), head)  # [n, V']
     with torch.no_grad():
@@ -57,8 +60,8 @@ def drafter_loss(
         qc = F.linear(pred_con.to(head.dtype), head)
         with torch.no_grad():
             tc = F.linear(truth_con.to(head.dtype), head)
-        reg = reg + 0.5 * F.smooth_l1_loss(pred_con.float(), truth_con.float())
-        ce = ce + 0.5 * soft_ce(qc, tc)[0]
+        reg = reg + 0.5 * w_con * F.smooth_l1_loss(pred_con.float(), truth_con.float())
+        ce = ce + 0.5 * w_con * soft_ce(qc, tc)[0]
         con_top1 = (qc.argmax(-1) == tc.argmax(-1)).float().mean().item()
     total = w_reg * reg + w_ce * ce
     return LossParts(total=total, reg=reg.item(), ce=ce.item(), top1=top1, con_top1=con_top1,
