@@ -43,8 +43,10 @@ def _ffn(card: DrafterCard) -> str:
 
 
 PRECISION = {
-    "int8": "int8, one scale per row, its head included (half the bytes a forward reads",
-    "int4": "int4, a scale and an offset per 64 inputs, its head included (a quarter of the bytes a forward reads",
+    "int8": "int8, one scale per row, its head included (half the bytes a bfloat16 "
+            "forward reads, a quarter of a float32 one",
+    "int4": "int4, a scale and an offset per 64 inputs, its head included (a quarter of the "
+            "bytes a bfloat16 forward reads, an eighth of a float32 one",
 }
 
 
