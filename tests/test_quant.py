@@ -27,7 +27,7 @@ def test_rows_round_to_within_half_a_step():
     assert torch.equal(q.abs().amax(1)[torch.arange(64) != 5], torch.full((63,), 127, dtype=torch.int8))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_int8_linear_is_the_dequantized_matmul(dtype):
     torch.manual_seed(1)
     w = torch.randn(40, 32)
@@ -37,7 +37,7 @@ def test_int8_linear_is_the_dequantized_matmul(dtype):
     reference = x.float() @ (q.float() * scales.to(dtype).float()[:, None]).T  # [2, 3, 40]
     out = layer(x)
     assert out.shape == (2, 3, 40) and out.dtype == dtype
-    assert layer.scales.dtype == torch.bfloat16  # float32 activations are multiplied in bfloat16 (vectorised)
+    assert layer.scales.dtype == torch.bfloat16  # any activations are multiplied in bfloat16 (vectorised)
     assert torch.allclose(out.float(), reference, atol=0.1, rtol=0.02)
     assert layer(x[:, :0]).shape == (2, 0, 40)
 
