@@ -141,6 +141,28 @@ def test_contrastive_loss_only_from_the_chosen_pass_but_always_measured(tiny_tar
         dataclasses.replace(cfg, contrastive_from_pass=2)
 
 
+def test_a_job_stopped_in_its_final_evaluation_keeps_its_steps(tiny_target, features, tmp_path, monkeypatch):
+    """The checkpoint is written before the final held-out evaluation (minutes on one core), so a job killed
+    during it resumes from its last step, and the next run evaluates and records it."""
+    import core.train.loop as loop
+
+    cfg = TrainConfig(ffn="dense", draft_vocab=256, epochs=1, batch_tokens=512, checkpoint_every=1000,
+                      holdout_every=6, warmup_steps=2, lr=2e-3)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(loop, "evaluate", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_target, features, cfg, tmp_path / "run", max_minutes=1e-9)  # one step, then the kill
+    saved = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert saved["step"] == 1 and "final" not in saved
+    state = train(tiny_target, features, cfg, tmp_path / "run")
+    assert state["step"] > 1 and state["done"] and state["final"]["positions"] > 0
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["final"] == state["final"]
+
+
 @pytest.mark.parametrize("ffn,unroll", [("moe", 2), ("dense", 1)])
 def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
     cfg = TrainConfig(ffn=ffn, draft_vocab=256, epochs=3, batch_tokens=512, checkpoint_every=4, holdout_every=6,

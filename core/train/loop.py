@@ -391,8 +391,11 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
             state["epoch"] += 1
             state["batch"] = 0
     bar.close()
-    state["final"] = evaluate(model, embed, data, holdout, cfg)
     state["done"] = state["step"] >= total_steps
+    state.pop("final", None)  # an earlier stop's evaluation no longer describes these weights
+    if accelerator.is_main_process:  # saved before the final evaluation (minutes on one core): a job stopped
+        _save_checkpoint(run, model, optimizer, state, cfg)  # during it keeps every step it trained
+    state["final"] = evaluate(model, embed, data, holdout, cfg)
     if accelerator.is_main_process:
         _save_checkpoint(run, model, optimizer, state, cfg)
     return state
