@@ -116,13 +116,13 @@ def test_draft_vocabulary_keeps_stop_tokens(features):
     assert vocab[0] == 2 and vocab.numel() == 10
 
 
-@pytest.mark.parametrize("from_pass", [0, 1])
-def test_contrastive_loss_only_from_the_chosen_pass_but_always_measured(tiny_target, features, from_pass):
+@pytest.mark.parametrize("from_pass,w_con", [(0, 1.0), (1, 1.0), (0, 0.0)])
+def test_contrastive_loss_only_from_the_chosen_pass_but_always_measured(tiny_target, features, from_pass, w_con):
     """contrastive_from_pass=1: pass 0's loss leaves the contrastive routing head untouched (no gradient), the
-    last pass trains it, and every pass still measures the contrastive agreement."""
+    last pass trains it; w_con=0 leaves it untouched in every pass; every pass still measures its agreement."""
     drafter = random_drafter(tiny_target, "moe", seed=5).float()
     drafter.bind_head(tiny_target.lm_head.weight.float())
-    cfg = TrainConfig(ffn="moe", unroll=2, contrastive_from_pass=from_pass, noise=0.0)
+    cfg = TrainConfig(ffn="moe", unroll=2, contrastive_from_pass=from_pass, w_con=w_con, noise=0.0)
     batch = collate(features, list(range(4)))
     parts = step_loss(drafter, tiny_target.embed_tokens, *batch, cfg, train=True)
     assert all(not torch.isnan(torch.tensor(p.con_top1)) for p in parts)
@@ -133,10 +133,12 @@ def test_contrastive_loss_only_from_the_chosen_pass_but_always_measured(tiny_tar
         loss.backward(retain_graph=True)
         return con_rows.grad[-2:].abs().sum().item()
 
-    assert (con_grad(parts[0].total) == 0.0) == (from_pass == 1)
-    assert con_grad(parts[1].total) > 0.0
+    assert (con_grad(parts[0].total) == 0.0) == (from_pass == 1 or w_con == 0.0)
+    assert (con_grad(parts[1].total) > 0.0) == (w_con > 0.0)
     with pytest.raises(ConfigError, match="contrastive_from_pass must name one of the 2 unrolled passes"):
         dataclasses.replace(cfg, contrastive_from_pass=2)
+    with pytest.raises(ConfigError, match="w_con must be a finite weight >= 0"):
+        dataclasses.replace(cfg, w_con=-0.5)
 
 
 def test_a_job_stopped_in_its_final_evaluation_keeps_its_steps(tiny_target, features, tmp_path, monkeypatch):

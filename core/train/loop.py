@@ -60,6 +60,8 @@ class TrainConfig:
     unroll_weight: float = 1.0  # loss weight of each unrolled pass
     w_reg: float = 1.0
     w_ce: float = 0.1
+    w_con: float = 1.0  # moe: weight of the contrastive branch's terms (t+2) against the MoE branch's (t+1), on
+    # top of the reference's 0.5; 0 trains the MoE branch alone (the contrastive layer is then only measured)
     contrastive_from_pass: int = 0  # moe: the contrastive branch's loss only in unrolled passes j >= this (the
     # hybrid schedule reads it at forward depth-2 alone; earlier passes then train the MoE branch undisturbed);
     # its agreement is still measured in every pass
@@ -82,6 +84,8 @@ class TrainConfig:
             raise ConfigError(f"unroll must be between 1 and 8 passes, got {self.unroll}")
         if self.expert_size < 0 or (self.expert_size and self.ffn != "moe"):
             raise ConfigError(f"expert_size is for --ffn moe and must be >= 0, got {self.expert_size}")
+        if not (self.w_con >= 0 and math.isfinite(self.w_con)):
+            raise ConfigError(f"w_con must be a finite weight >= 0, got {self.w_con}")
         if not 0 <= self.contrastive_from_pass < self.unroll:
             raise ConfigError(f"contrastive_from_pass must name one of the {self.unroll} unrolled passes (0.."
                               f"{self.unroll - 1}), got {self.contrastive_from_pass}")
@@ -168,7 +172,7 @@ def _pass_loss(drafter: Drafter, out, mask, hidden, j: int, cfg: TrainConfig) ->
         pos2[:, :j] = False
         pred_con = out.contrastive[:, : L - 3][pos2]
         truth_con = hidden[:, 2 : L - 1][pos2].float()
-    w_con = 1.0 if j >= cfg.contrastive_from_pass else 0.0
+    w_con = cfg.w_con if j >= cfg.contrastive_from_pass else 0.0
     return drafter_loss(drafter.head_weight, pred, truth, pred_con, truth_con, cfg.w_reg, cfg.w_ce, w_con)
 
 
