@@ -141,6 +141,26 @@ def test_contrastive_loss_only_from_the_chosen_pass_but_always_measured(tiny_tar
         dataclasses.replace(cfg, w_con=-0.5)
 
 
+def test_expert_roles_reads_the_same_agreement_as_the_training_loss(tiny_target, features):
+    """benchmarks/expert_roles.py: the MoE output's agreement is the loss's pass-0 top-1 on the same batch (no
+    noise), the contrastive head's first choices are shares of the positions, each expert alone is scored."""
+    from benchmarks.expert_roles import expert_roles
+
+    drafter = random_drafter(tiny_target, "moe", seed=3).float()
+    drafter.bind_head(tiny_target.lm_head.weight.float())
+    sequences = [0, 5, 9]
+    roles = expert_roles(drafter, tiny_target.embed_tokens, features, sequences)
+    cfg = TrainConfig(ffn="moe", noise=0.0)
+    with torch.no_grad():
+        parts = step_loss(drafter, tiny_target.embed_tokens, *collate(features, sequences), cfg, train=False)
+    assert roles["positions"] == parts[0].positions
+    assert roles["agreement_moe"] == pytest.approx(parts[0].top1)
+    assert sum(roles["contrastive_top_share"]) == pytest.approx(1.0)
+    assert len(roles["agreement_expert_alone"]) == drafter.cfg.num_experts
+    assert all(0.0 <= a <= 1.0 for a in roles["agreement_expert_alone"])
+    assert sum(roles["moe_weight_mean"]) == pytest.approx(1.0)
+
+
 def test_a_job_stopped_in_its_final_evaluation_keeps_its_steps(tiny_target, features, tmp_path, monkeypatch):
     """The checkpoint is written before the final held-out evaluation (minutes on one core), so a job killed
     during it resumes from its last step, and the next run evaluates and records it."""
