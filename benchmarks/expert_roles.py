@@ -20,20 +20,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.drafter import load_drafter
 from core.models import DEFAULT_TARGET
-from core.registry import SHIPPED, drafter_folder
+from core.registry import spec_folder
 from core.target import TargetModel
 from core.train.data import load_features
-from core.train.loop import TrainConfig, collate, holdout_split
+from core.train.loop import TrainConfig, collate, drafter_inputs, holdout_split
 
 
 def expert_roles(drafter, embed, data, sequences: list[int]) -> dict:
     """Routing and agreement at the answer positions of ``sequences`` (indices into ``data``)."""
     ids, mask, hidden, taps = collate(data, sequences, drafter.cfg.feature_layers)
     L = ids.shape[1]
-    stacked = hidden if taps is None else torch.cat([taps, hidden], dim=-1)  # [B, L, (K+1)H]
     with torch.no_grad():
-        feats = drafter.target_features(stacked[:, :-1]).float()  # [B, L-1, H]
-        out = drafter(feats, embed(ids[:, 1:]).float(), torch.arange(L - 1), with_experts=True)
+        feats, next_embeds = drafter_inputs(drafter, embed, ids, hidden, taps)  # [B, L-1, H] each
+        out = drafter(feats, next_embeds, torch.arange(L - 1), with_experts=True)
     at = mask[:, 2:]  # [B, L-2] position t predicts an answer token t+2
     truth = hidden[:, 1 : L - 1][at].float()  # [n, H] f_{t+1}
     experts = out.expert_features[:, : L - 2][at]  # [n, E, H] h + E_e
@@ -64,8 +63,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     target = TargetModel.load(DEFAULT_TARGET, "float32")
-    folder = drafter_folder(args.drafter) if args.drafter in SHIPPED else Path(args.drafter)
-    drafter = load_drafter(folder, target.fingerprint(), target.vocab_size).float()
+    drafter = load_drafter(spec_folder(args.drafter), target.fingerprint(), target.vocab_size).float()
     if not drafter.cfg.is_moe:
         raise SystemExit(f"{args.drafter} is a dense drafter: it has no experts")
     drafter.bind_head(target.lm_head.weight.float())

@@ -22,6 +22,11 @@ def drafter_folder(name: str) -> Path:
     return ASSETS / name
 
 
+def spec_folder(spec: str) -> Path:
+    """The folder a drafter spec names: a shipped drafter's (``jakiro``, ``eagle``) or the path itself."""
+    return drafter_folder(spec) if spec in SHIPPED else Path(spec)
+
+
 def build_proposer(spec: str, target: TargetModel, seed: int = 0, weights: str = "auto") -> FeatureProposer | None:
     """``none`` -> None; ``jakiro``/``eagle`` -> the shipped drafter for the default target
     (randomly initialised when none is shipped for this target); anything else -> a drafter folder.
@@ -53,7 +58,7 @@ def build_proposer(spec: str, target: TargetModel, seed: int = 0, weights: str =
 
 def describe(spec: str, proposer: FeatureProposer) -> DrafterCard:
     """The card of a proposer ``build_proposer(spec, ...)`` made, with the training record saved in its folder."""
-    folder = drafter_folder(spec) if spec in SHIPPED else Path(spec)
+    folder = spec_folder(spec)
     meta = read_training(folder) if proposer.trained else None
     return drafter_card(proposer.drafter, proposer.name, proposer.trained, meta)
 

@@ -219,7 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from core.drafter import load_drafter
-    from core.registry import SHIPPED, drafter_folder
+    from core.registry import spec_folder
     from core.target import TargetModel
     from core.train.data import load_features
     from core.train.loop import TrainConfig, evaluate, holdout_split
@@ -230,8 +230,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     data = load_features(args.features)
     results = {}
     for spec in args.drafter:
-        folder = drafter_folder(spec) if spec in SHIPPED else Path(spec)
-        drafter = load_drafter(folder, target.fingerprint(), target.vocab_size).to(target.device)
+        drafter = load_drafter(spec_folder(spec), target.fingerprint(), target.vocab_size).to(target.device)
         drafter.bind_head(target.lm_head.weight.float())
         cfg = TrainConfig(ffn="moe" if drafter.cfg.is_moe else "dense", holdout_every=args.holdout_every)
         holdout, _ = holdout_split(data, cfg)

@@ -136,6 +136,16 @@ def collate(data: FeatureSet, batch: list[int], layers: tuple[int, ...] = ()
     return ids, mask, hidden, taps
 
 
+def drafter_inputs(drafter: Drafter, embed: torch.nn.Module, ids, hidden, taps) -> tuple[torch.Tensor, torch.Tensor]:
+    """The drafter's pass-0 inputs at every position but the last: (f_t [B, L-1, H], e_{t+1} [B, L-1, H]),
+    from recorded features (``taps`` [B, L, K*H] or None, as ``collate`` gives them)."""
+    stacked = hidden if taps is None else torch.cat([taps, hidden], dim=-1)  # [B, L, (K+1)H]
+    feats = drafter.target_features(stacked[:, :-1]).float()  # [B, L-1, H] f_t
+    with torch.no_grad():
+        next_embeds = embed(ids[:, 1:]).float()  # [B, L-1, H] e_{t+1}
+    return feats, next_embeds
+
+
 def step_loss(drafter: Drafter, embed: torch.nn.Module, ids, mask, hidden, taps, cfg: TrainConfig, train: bool,
               passes: int | None = None) -> list[LossParts]:
     """Forward the drafter over a batch, unrolled ``passes`` times (training-time test), and compute
@@ -143,12 +153,9 @@ def step_loss(drafter: Drafter, embed: torch.nn.Module, ids, mask, hidden, taps,
     ``taps`` [B, L, K*H]: the inner layers' hidden states a drafter with fused features reads (else None)."""
     passes = passes or cfg.unroll
     L = ids.shape[1]
-    stacked = hidden if taps is None else torch.cat([taps, hidden], dim=-1)  # [B, L, (K+1)H]
-    feats = drafter.target_features(stacked[:, :-1]).float()  # [B, L-1, H] f_t
+    feats, next_embeds = drafter_inputs(drafter, embed, ids, hidden, taps)
     if train and cfg.noise > 0:
         feats = feats + (torch.rand_like(feats) - 0.5) * cfg.noise * 512 / L
-    with torch.no_grad():
-        next_embeds = embed(ids[:, 1:]).float()  # [B, L-1, H] e_{t+1}
     positions = torch.arange(L - 1, device=ids.device)
     kv = LayerCaches([StackedKV() for _ in range(drafter.cfg.num_layers)]) if passes > 1 else None
     parts = []
