@@ -31,7 +31,8 @@ INTRO = (
     "Each prompt runs three times on the same target and settings: with the **Jakiro** MoE drafter, with the "
     "single-head **EAGLE-2** drafter, and with **plain decoding** as the speed baseline. Coloured tokens were "
     "drafted and accepted (colour = the branch that proposed them; for the MoE head, whose two experts always "
-    "both contribute, the expert with the larger gate weight w); grey tokens are the target's own "
+    "both contribute, the expert whose own distribution gives the token the higher probability); grey tokens are "
+    "the target's own "
     "(bonus token after a cycle, or plain decoding). **Click a token** to inspect the step that produced it."
 )
 TREE_NOTE = (

@@ -10,8 +10,9 @@ predicts the root's children), then expands the frontier layer by layer under th
                      (evaluated at each frontier node's parent), so the last forward is skipped.
 
 An MoE drafter also hands back each expanded node's per-expert features (``ExpertFeatures``),
-by reference only: what each expert alone would propose there is scored later, outside the
-timed drafting phase, when the engine builds its records.
+by reference only: what each expert alone would propose there, and which expert each drafted
+token belongs to, are scored later, outside the timed drafting phase, when the engine builds its
+records. While drafting, an MoE node is labelled with its gate's larger weight, a cheap stand-in.
 """
 from __future__ import annotations
 
@@ -23,27 +24,52 @@ import torch
 from core.config import TreeConfig
 from core.drafter import Drafter, DrafterOutput
 from core.sizing import DraftStop, layer_gain
-from core.tree import DraftTree, Layer, assemble, depths_of, select_frontier, top_children
+from core.tree import MOE_BRANCH, DraftTree, Layer, assemble, depths_of, select_frontier, top_children
 
 Embed = Callable[[torch.Tensor], torch.Tensor]  # [n] token ids -> [n, H]
 
 
 @dataclass
 class ExpertFeatures:
-    """Each expanded node's per-expert output features, kept by reference while drafting (MoE only)."""
+    """Each expanded node's per-expert output features, kept by reference while drafting (MoE only).
+
+    Scored only after the timed phases: each expert's own top-k at a node, and which expert a drafted token
+    belongs to (the one whose own distribution gives it the higher probability; the gate mixes both)."""
 
     rows: dict[int, torch.Tensor]  # tree node -> [2, H] each expert alone at that node (its children's source)
     drafter: Drafter  # scores them through the target's lm_head rows
     top_k: int  # children per expanded node
+    _scored: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # node -> [2, V'] log-probs
+
+    def log_probs(self, nodes: list[int]) -> torch.Tensor:
+        """[len(nodes), 2, V'] each expert's own draft log-probabilities at these expanded nodes (cached)."""
+        missing = [n for n in nodes if n not in self._scored]
+        if missing:
+            self._scored.update(zip(missing, self.drafter.log_probs(torch.stack([self.rows[n] for n in missing]))))
+        return torch.stack([self._scored[n] for n in nodes])
 
     def top_tokens(self) -> dict[int, list[list[int]]]:
         """Tree node -> [2][k] target token ids of each expert's k most likely children, best first."""
         if not self.rows:
             return {}
         nodes = sorted(self.rows)
-        logp = self.drafter.log_probs(torch.stack([self.rows[n] for n in nodes]))  # [e, 2, V']
+        logp = self.log_probs(nodes)  # [e, 2, V']
         cols = logp.topk(min(self.top_k, logp.shape[-1]), dim=-1).indices  # [e, 2, k]
         return dict(zip(nodes, self.drafter.vocab_ids[cols].tolist()))
+
+    def favoured(self, children: dict[int, tuple[int, int]]) -> dict[int, int]:
+        """Drafted node -> the expert (0 or 1) whose own distribution at its parent gives its token the higher
+        probability; ``children`` maps each node to (parent node, target token id). Parents that were not
+        expanded from their own output (contrastive children) are skipped."""
+        nodes = [n for n, (parent, _) in children.items() if parent in self.rows]
+        if not nodes:
+            return {}
+        logp = self.log_probs([children[n][0] for n in nodes])  # [c, 2, V']
+        tokens = torch.tensor([children[n][1] for n in nodes])  # [c] target ids
+        vocab = self.drafter.vocab_ids.to(tokens.device)  # [V']
+        cols = (vocab[None, :] == tokens[:, None]).int().argmax(-1)  # [c] draft columns
+        per_expert = logp[torch.arange(len(nodes)), :, cols.to(logp.device)]  # [c, 2]
+        return dict(zip(nodes, per_expert.argmax(-1).tolist()))
 
 
 @dataclass
@@ -221,7 +247,7 @@ class FeatureProposer:
             moe = self.drafter.cfg.is_moe
             dominant = routing[:, :2].argmax(-1) if moe else torch.full((len(source),), -1)
             experts = dominant[:, None].expand(logp.shape).to(logp.device)
-            branch = "moe" if moe else "dense"
+            branch = MOE_BRANCH if moe else "dense"
         scores = frontier_scores.to(logp.device)
         rows, cols, child_logp = top_children(scores, logp, tree.top_k)
         return Layer(

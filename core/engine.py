@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -23,7 +23,7 @@ from core.sizing import (Calibration, CostModel, DraftStop, best_size, break_eve
                          path_probs, prune_floor)
 from core.target import PromptError, TargetModel
 from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
-from core.tree import DraftTree, VerifyTree, assemble, keep_best, kept_subtree
+from core.tree import MOE_BRANCH, DraftTree, VerifyTree, assemble, keep_best, kept_subtree
 from core.verify import VerifyResult, sample_token, verify_tree
 
 
@@ -270,8 +270,12 @@ class SpecDecoder:
         nodes, path = [], []
         if tree is not None and vtree is not None and result is not None:
             path = [int(vtree.nodes[i]) for i in result.accepted]
+            favoured = _favoured(proposal, range(tree.size) if detail else [t.node for t in emitted if t.node > 0])
+            for token in emitted:
+                if token.node in favoured:
+                    token.source = node_source(tree.branches[token.node], favoured[token.node])
             if detail:
-                nodes = self._node_records(proposal, vtree, result, path)
+                nodes = self._node_records(proposal, vtree, result, path, favoured)
         new_tokens = len(state.generated)
         return StepRecord(
             step=step, kind=kind, emitted=emitted, accepted_len=accepted_len,
@@ -285,10 +289,11 @@ class SpecDecoder:
         )
 
     def _node_records(
-        self, proposal: Proposal, vtree: VerifyTree, result: VerifyResult, path: list[int]
+        self, proposal: Proposal, vtree: VerifyTree, result: VerifyResult, path: list[int], favoured: dict[int, int]
     ) -> list[NodeRecord]:
-        """Every scored node; for an MoE drafter, expanded nodes also get each expert's own top-k (scored here,
-        outside the timed phases, from the features the proposer kept)."""
+        """Every scored node; for an MoE drafter, expanded nodes also get each expert's own top-k, and MoE-branch
+        nodes the expert that favours their token (``favoured``; both scored outside the timed phases, from the
+        features the proposer kept)."""
         tree = proposal.tree
         expert_topk = proposal.experts.top_tokens() if proposal.experts is not None else {}
         tokens = tree.tokens.tolist()
@@ -301,7 +306,7 @@ class SpecDecoder:
         return [
             NodeRecord(
                 id=i, parent=parents[i], depth=depths[i], token_id=tokens[i], token=text[tokens[i]], logp=logp[i],
-                score=scores[i], kept=kept[i], branch=tree.branches[i], expert=experts[i],
+                score=scores[i], kept=kept[i], branch=tree.branches[i], expert=favoured.get(i, experts[i]),
                 routing=[round(x, 4) for x in routing[i]], target_prob=target_prob.get(i), accepted=i in on_path,
                 expert_topk=expert_topk.get(i),
                 expert_topk_text=[[text[t] for t in top] for top in expert_topk[i]] if i in expert_topk else None,
@@ -352,6 +357,17 @@ def _root_only(root_token: int) -> VerifyTree:
         nodes=torch.zeros(1, dtype=torch.int64), tokens=torch.tensor([root_token]), parents=[-1],
         depths=torch.zeros(1, dtype=torch.int64), mask=torch.ones(1, 1, dtype=torch.bool),
     )
+
+
+def _favoured(proposal: Proposal, nodes: Iterable[int]) -> dict[int, int]:
+    """MoE-branch node -> the expert whose own distribution gives its token the higher probability (the gate
+    mixes both experts, and its larger weight says little about which of them put the token there)."""
+    if proposal.experts is None:
+        return {}
+    tree = proposal.tree
+    parents, tokens = tree.parents.tolist(), tree.tokens.tolist()
+    children = {n: (parents[n], tokens[n]) for n in nodes if tree.branches[n] == MOE_BRANCH}
+    return proposal.experts.favoured(children)
 
 
 def _versions() -> dict[str, str]:

@@ -41,7 +41,8 @@ class NodeRecord:
     score: float  # cumulative draft log-prob from the root
     kept: bool  # survived the rerank and was verified
     branch: str  # root | dense | moe | experts | contrastive
-    expert: int  # proposing expert, -1 when not an MoE node
+    expert: int  # MoE branch: the expert whose own distribution gives the token the higher probability (traces
+    # before session 17: the gate's larger weight); experts/contrastive branch: the expert used; -1 when dense
     routing: list[float]  # (w0, w1, v0, v1) of the gate that produced the node's distribution
     target_prob: float | None  # target's probability of the token at its parent (kept nodes only)
     accepted: bool

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 
 BRANCHES = ("root", "dense", "moe", "experts", "contrastive")
+MOE_BRANCH = "moe"  # children of the MoE mix h + w0 E0 + w1 E1
 
 
 @dataclass
@@ -22,7 +23,8 @@ class Layer:
     tokens: torch.Tensor  # [c] int64, target vocabulary ids
     logp: torch.Tensor  # [c] float32, draft log-prob of the token given its parent
     scores: torch.Tensor  # [c] float32, cumulative draft log-prob from the root
-    experts: torch.Tensor  # [c] int64, proposing expert (-1 for a dense drafter)
+    experts: torch.Tensor  # [c] int64, proposing expert (-1 for a dense drafter; the gate's larger weight on the
+    # MoE branch, which the engine's records replace by the expert that favours the token)
     routing: torch.Tensor  # [c, 4] float32, (w0, w1, v0, v1) of the parent's gate; zeros when dense
     branch: str  # one of BRANCHES
 

@@ -27,18 +27,18 @@ def _direct_topk(drafter, expert_features: torch.Tensor) -> list[Top]:
     return [tuple(tuple(expert) for expert in row) for row in ids.tolist()]
 
 
-def _spy_on_experts(drafter, monkeypatch) -> list[list[Top]]:
-    """Per drafting cycle, the experts' top-k of every row the drafter expanded from its own output."""
-    cycles: list[list[Top]] = []
+def _spy_on_experts(drafter, monkeypatch) -> list[list[torch.Tensor]]:
+    """Per drafting cycle, the [2, H] expert features of every row the drafter expanded from its own output."""
+    cycles: list[list[torch.Tensor]] = []
     forward = drafter.forward
 
     def spy(features, next_embeds, positions, cache=None, mask=None, with_experts=False):
         out = forward(features, next_embeds, positions, cache, mask, with_experts)
         assert with_experts and out.expert_features is not None  # MoE drafters always hand their experts back
         if mask is None:  # the catch-up forward opens a cycle; only its last row (the root) is expanded
-            cycles.append(_direct_topk(drafter, out.expert_features[-1:]))
+            cycles.append([out.expert_features[-1].clone()])
         else:
-            cycles[-1].extend(_direct_topk(drafter, out.expert_features))
+            cycles[-1].extend(out.expert_features.clone())
         return out
 
     monkeypatch.setattr(drafter, "forward", spy)
@@ -48,8 +48,9 @@ def _spy_on_experts(drafter, monkeypatch) -> list[list[Top]]:
 @pytest.mark.parametrize("schedule, decoupled", [("standard", False), ("hybrid", False), ("standard", True)])
 def test_recorded_topk_and_overlap_match_the_drafters_expert_outputs(tiny_target, monkeypatch, schedule, decoupled):
     proposer = attach(random_drafter(tiny_target, "moe", seed=3), tiny_target, "jakiro")
-    cycles = _spy_on_experts(proposer.drafter, monkeypatch)
+    spied = _spy_on_experts(proposer.drafter, monkeypatch)
     records = SpecDecoder(tiny_target, proposer).generate("Hello", _config(schedule, decoupled))
+    cycles = [_direct_topk(proposer.drafter, torch.stack(rows)) for rows in spied]
     spec = [r for r in records if r["type"] == "step" and r["kind"] == "spec"]
     assert len(spec) == len(cycles) > 1
     for step, direct in zip(spec, cycles):
@@ -87,3 +88,34 @@ def test_recording_the_experts_keeps_greedy_decoding_lossless(tiny_target):
         for detail in (True, False):
             records = SpecDecoder(tiny_target, moe).generate("Tell me a story", cfg, detail=detail)
             assert summarize(records).text_tokens == plain
+
+
+def test_moe_tokens_are_attributed_to_the_expert_whose_own_distribution_favours_them(tiny_target, monkeypatch):
+    """Not the gate's larger weight: the expert whose h + E_i alone gives the token the higher log-probability, for
+    every MoE-branch node and for the emitted tokens (which the app colours)."""
+    proposer = attach(random_drafter(tiny_target, "moe", seed=5), tiny_target, "jakiro")
+    drafter = proposer.drafter
+    cycles = _spy_on_experts(drafter, monkeypatch)
+    records = SpecDecoder(tiny_target, proposer).generate("Tell me a story", _config("hybrid"))
+    spec = [r for r in records if r["type"] == "step" and r["kind"] == "spec"]
+    checked, against_gate = 0, 0
+    for step, rows in zip(spec, cycles):
+        nodes = step["nodes"]
+        expanded = [n["id"] for n in nodes if n["expert_topk"] is not None]
+        features = dict(zip(expanded, rows))  # node -> [2, H]
+        col = {int(t): c for c, t in enumerate(drafter.vocab_ids.tolist())}
+        for node in nodes:
+            if node["branch"] != "moe":
+                continue
+            logp = drafter.log_probs(features[node["parent"]])[:, col[node["token_id"]]]  # [2]
+            assert node["expert"] == int(logp.argmax())
+            against_gate += node["expert"] != int(torch.tensor(node["routing"][:2]).argmax())
+            checked += 1
+        for token in step["emitted"]:
+            if token["node"] > 0 and nodes[token["node"]]["branch"] == "moe":
+                assert token["source"] == f"expert {nodes[token['node']]['expert']}"
+    assert checked > 10 and against_gate > 0  # the random gate often picks the other expert
+    # without node records, the emitted tokens carry the same attribution
+    again = SpecDecoder(tiny_target, proposer).generate("Tell me a story", _config("hybrid"), detail=False)
+    emitted = [[t["source"] for t in r["emitted"]] for r in again if r["type"] == "step"]
+    assert emitted == [[t["source"] for t in r["emitted"]] for r in records if r["type"] == "step"]
