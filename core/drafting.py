@@ -7,7 +7,9 @@ predicts the root's children), then expands the frontier layer by layer under th
     layer 1          <- the last row of the catch-up forward
     layer d (d >= 2) <- one drafter forward over the top_k frontier nodes of layer d-1
     hybrid schedule: the last layer comes from the contrastive branch of the forward before it
-                     (evaluated at each frontier node's parent), so the last forward is skipped.
+                     (evaluated at each frontier node's parent), so the last forward is skipped; with a
+                     layer stop, the last layer is the one where the next forward would not pay, and the
+                     contrastive branch drafts it for free instead of ending the tree one layer higher.
 
 An MoE drafter also hands back each expanded node's per-expert features (``ExpertFeatures``),
 by reference only: what each expert alone would propose there, and which expert each drafted
@@ -189,9 +191,11 @@ class FeatureProposer:
             probs = last.scores[pick].exp()  # [f] the frontier's path probabilities
             if float(probs.max()) < stop.min_path_prob:
                 break  # no child could pay for its verification
-            contrastive = tree.schedule == "hybrid" and depth == tree.depth
             mass = float(probs.sum())
-            if not contrastive and layer_gain(mass, previous_mass) < stop.min_layer_gain:
+            pays = layer_gain(mass, previous_mass) >= stop.min_layer_gain
+            # hybrid: the tree's last layer, wherever it falls, comes from the contrastive branch, without a forward
+            contrastive = tree.schedule == "hybrid" and (depth == tree.depth or not pays)
+            if not contrastive and not pays:
                 break  # the next layer could not pay for the forward that drafts it
             previous_mass = mass
             frontier = [offset + int(i) for i in pick]
@@ -201,6 +205,8 @@ class FeatureProposer:
                 forwards += 1
             layers.append(self._children(cycle, frontier, last.scores[pick], tree, contrastive))
             cycle.add(layers[-1])
+            if contrastive:
+                break  # nothing was fed below the contrastive layer
         experts = None
         if moe:  # every fed node was expanded from its own output (contrastive children come from the parent)
             rows = {node: row.experts for node, row in cycle.fed.items() if row.experts is not None}

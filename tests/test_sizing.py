@@ -114,11 +114,11 @@ def test_layer_gain_and_floor():
     assert break_even(2.0, 0.05, 2.0) == pytest.approx(0.05)  # an underconfident drafter's estimate counts double
 
 
-@pytest.mark.parametrize("schedule, depth, forwards, layers", [("hybrid", 4, 1, 1), ("hybrid", 2, 1, 2),
+@pytest.mark.parametrize("schedule, depth, forwards, layers", [("hybrid", 4, 1, 2), ("hybrid", 2, 1, 2),
                                                               ("standard", 3, 1, 1)])
 def test_a_layer_that_cannot_pay_for_its_forward_is_not_drafted(tiny_target, schedule, depth, forwards, layers):
     """With a gain floor no layer reaches, only the catch-up forward runs; the hybrid schedule's contrastive
-    last layer needs no forward, so it is still drafted right after it."""
+    last layer needs no forward, so it is still drafted right after it, wherever the tree stops."""
     proposer = attach(random_drafter(tiny_target, "moe", seed=3), tiny_target, "moe")
     ids = tiny_target.encode_chat("Tell me a story.")
     proposer.reset(ids)
@@ -130,5 +130,8 @@ def test_a_layer_that_cannot_pay_for_its_forward_is_not_drafted(tiny_target, sch
     cut = proposer.propose(*args, DraftStop(min_layer_gain=2.0))  # a layer's gain never exceeds its mass <= 1
     assert full.forwards == depth - (schedule == "hybrid") and cut.forwards == forwards
     assert int(cut.tree.depths.max()) == layers
+    last = [b for b, d in zip(cut.tree.branches, cut.tree.depths.tolist()) if d == layers]
+    assert set(last) == {"contrastive" if schedule == "hybrid" else "moe"}
+    assert "contrastive" not in [b for b, d in zip(cut.tree.branches, cut.tree.depths.tolist()) if d < layers]
     proposer.reset(ids)
     assert proposer.propose(*args, DraftStop(min_layer_gain=1e-12)).forwards == full.forwards
