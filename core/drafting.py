@@ -193,7 +193,7 @@ class FeatureProposer:
                 break  # no child could pay for its verification
             mass = float(probs.sum())
             pays = layer_gain(mass, previous_mass) >= stop.min_layer_gain
-            # hybrid: the tree's last layer, wherever it falls, comes from the contrastive branch, without a forward
+            # hybrid: the last layer (full depth, or where a forward stops paying) is contrastive, without a forward
             contrastive = tree.schedule == "hybrid" and (depth == tree.depth or not pays)
             if not contrastive and not pays:
                 break  # the next layer could not pay for the forward that drafts it
