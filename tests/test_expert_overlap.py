@@ -119,3 +119,25 @@ def test_moe_tokens_are_attributed_to_the_expert_whose_own_distribution_favours_
     again = SpecDecoder(tiny_target, proposer).generate("Tell me a story", _config("hybrid"), detail=False)
     emitted = [[t["source"] for t in r["emitted"]] for r in again if r["type"] == "step"]
     assert emitted == [[t["source"] for t in r["emitted"]] for r in records if r["type"] == "step"]
+
+
+def test_attribution_benchmark_counts_verified_moe_nodes_by_both_rules(tiny_target):
+    """benchmarks/expert_attribution.py on a real trace: every kept MoE node counted once per rule, the rules'
+    acceptance consistent with the nodes, and the agreement rate recomputed from the nodes."""
+    from benchmarks.expert_attribution import attribution
+
+    moe = attach(random_drafter(tiny_target, "moe", seed=5), tiny_target, "jakiro")
+    records = SpecDecoder(tiny_target, moe).generate("Tell me a story", _config("hybrid"))
+    nodes = [n for r in records if r["type"] == "step" for n in r["nodes"] if n["branch"] == "moe" and n["kept"]]
+    result = attribution(records)
+    assert result["nodes"] == len(nodes) > 0
+    for rule in ("favoured", "gate"):
+        assert sum(e["verified"] for e in result[rule].values()) == len(nodes)
+        accepted = sum(e["verified"] * e["acceptance"] for e in result[rule].values())
+        assert accepted == pytest.approx(sum(n["accepted"] for n in nodes))
+    favoured = result["favoured"]
+    assert {k: v["verified"] for k, v in favoured.items()} == {
+        f"expert {e}": sum(n["expert"] == e for n in nodes) for e in (0, 1) if any(n["expert"] == e for n in nodes)}
+    gate = [int(n["routing"][1] > n["routing"][0]) for n in nodes]
+    assert result["gate_agrees"] == pytest.approx(sum(g == n["expert"] for g, n in zip(gate, nodes)) / len(nodes))
+    assert sum(result["emitted"].values()) == sum(len(r["emitted"]) for r in records if r["type"] == "step")
