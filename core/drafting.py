@@ -14,7 +14,7 @@ predicts the root's children), then expands the frontier layer by layer under th
 An MoE drafter also hands back each expanded node's per-expert features (``ExpertFeatures``),
 by reference only: what each expert alone would propose there, and which expert each drafted
 token belongs to, are scored later, outside the timed drafting phase, when the engine builds its
-records. While drafting, an MoE node is labelled with its gate's larger weight, a cheap stand-in.
+records; while drafting, MoE-branch children carry no expert (-1).
 """
 from __future__ import annotations
 
@@ -250,10 +250,9 @@ class FeatureProposer:
             branch = "experts"
         else:
             logp = self.drafter.log_probs(torch.stack([r.features for r in source]))  # [f, V']
-            moe = self.drafter.cfg.is_moe
-            dominant = routing[:, :2].argmax(-1) if moe else torch.full((len(source),), -1)
-            experts = dominant[:, None].expand(logp.shape).to(logp.device)
-            branch = MOE_BRANCH if moe else "dense"
+            # no expert yet: the engine's records attribute MoE children to the expert that favours them
+            experts = torch.full(logp.shape, -1, device=logp.device)
+            branch = MOE_BRANCH if self.drafter.cfg.is_moe else "dense"
         scores = frontier_scores.to(logp.device)
         rows, cols, child_logp = top_children(scores, logp, tree.top_k)
         return Layer(

@@ -23,7 +23,7 @@ from core.sizing import (Calibration, CostModel, DraftStop, best_size, break_eve
                          path_probs, prune_floor)
 from core.target import PromptError, TargetModel
 from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
-from core.tree import MOE_BRANCH, DraftTree, VerifyTree, assemble, keep_best, kept_subtree
+from core.tree import MOE_BRANCH, VerifyTree, assemble, keep_best, kept_subtree
 from core.verify import VerifyResult, sample_token, verify_tree
 
 
@@ -151,7 +151,7 @@ class SpecDecoder:
             state.features, state.next_tokens = verified, torch.tensor(new_tokens)
         state.root_pos += len(result.accepted)
         state.forwards += 1
-        emitted = self._emit(state, new_tokens, cfg, vtree, result, proposal.tree if proposal else None)
+        emitted = self._emit(state, new_tokens, cfg, vtree, result)
         t3 = self._clock()
         # 4. Record: plain data, built outside the timed phases.
         timings = ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
@@ -224,24 +224,21 @@ class SpecDecoder:
 
     def _emit(
         self, state: _State, tokens: list[int], cfg: EngineConfig, vtree: VerifyTree | None = None,
-        result: VerifyResult | None = None, tree: DraftTree | None = None,
+        result: VerifyResult | None = None,
     ) -> list[EmittedToken]:
-        """Mutates ``state.generated``: append tokens up to a stop token or the token budget."""
-        sources = []
-        if vtree is not None and result is not None and tree is not None:
-            for node in result.accepted[1:]:
-                cand = int(vtree.nodes[node])
-                sources.append((node_source(tree.branches[cand], int(tree.experts[cand])), cand))
-        sources.append(("bonus" if vtree is not None and vtree.size > 1 else "target", -1))
+        """Mutates ``state.generated``: append tokens up to a stop token or the token budget. Drafted tokens get
+        their text and source later, in ``_record`` (outside the timed phases)."""
+        drafted = [int(vtree.nodes[n]) for n in result.accepted[1:]] if vtree is not None and result is not None else []
+        last = "bonus" if vtree is not None and vtree.size > 1 else "target"
         emitted = []
         # plain decoding stops once the root is this close to the end of the context; a cycle that accepted past
         # that point emits no more than plain decoding would have
         budget = min(cfg.max_new_tokens, self.target.max_context - cfg.tree.depth - len(state.prompt_ids))
-        for token, (source, node) in zip(tokens, sources):
+        for token, node in zip(tokens, drafted + [-1]):
             if len(state.generated) >= budget:
                 break
             state.generated.append(token)
-            emitted.append(EmittedToken(token_id=token, text="", source=source, node=node))
+            emitted.append(EmittedToken(token_id=token, text="", source=last if node < 0 else "", node=node))
             if token in self.target.stop_token_ids:
                 break
         return emitted
@@ -272,8 +269,9 @@ class SpecDecoder:
             path = [int(vtree.nodes[i]) for i in result.accepted]
             favoured = _favoured(proposal, range(tree.size) if detail else [t.node for t in emitted if t.node > 0])
             for token in emitted:
-                if token.node in favoured:
-                    token.source = node_source(tree.branches[token.node], favoured[token.node])
+                if token.node > 0:
+                    token.source = node_source(tree.branches[token.node],
+                                               favoured.get(token.node, int(tree.experts[token.node])))
             if detail:
                 nodes = self._node_records(proposal, vtree, result, path, favoured)
         new_tokens = len(state.generated)

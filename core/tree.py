@@ -23,8 +23,8 @@ class Layer:
     tokens: torch.Tensor  # [c] int64, target vocabulary ids
     logp: torch.Tensor  # [c] float32, draft log-prob of the token given its parent
     scores: torch.Tensor  # [c] float32, cumulative draft log-prob from the root
-    experts: torch.Tensor  # [c] int64, proposing expert (-1 for a dense drafter; the gate's larger weight on the
-    # MoE branch, which the engine's records replace by the expert that favours the token)
+    experts: torch.Tensor  # [c] int64, proposing expert on the experts/contrastive branches, else -1 (the engine's
+    # records attribute MoE-branch children to the expert whose own distribution favours them)
     routing: torch.Tensor  # [c, 4] float32, (w0, w1, v0, v1) of the parent's gate; zeros when dense
     branch: str  # one of BRANCHES
 
