@@ -304,6 +304,30 @@ def widen_experts(drafter: Drafter, width: int, seed: int = 0) -> Drafter:
     return wide.to(device=p.device, dtype=p.dtype)
 
 
+def upcycle_experts(drafter: Drafter) -> Drafter:
+    """A Jakiro (moe) drafter whose MoE branch computes exactly what the dense ``drafter`` computes (sparse
+    upcycling): the dense MLP's 2I units are split into two experts of I units, each expert's down projection is
+    doubled, and the router's rows start at zero, so both heads weigh the experts 0.5 / 0.5 and
+    F_moe = 0.5 (2 D_0 + 2 D_1) = the dense FFN. The contrastive branch starts at E_0 - E_1 halved (nothing
+    learnt) and everything else is copied. ``drafter`` is not modified."""
+    cfg = drafter.cfg
+    if cfg.is_moe:
+        raise ConfigError("the drafter is already a Jakiro (moe) drafter; only a dense one can be upcycled")
+    if cfg.intermediate_size % 2:
+        raise ConfigError(f"a dense MLP of {cfg.intermediate_size} units cannot be split into two equal experts")
+    width = cfg.intermediate_size // 2
+    moe = Drafter(replace(cfg, ffn="moe", num_experts=2, expert_size=width))
+    state = dict(drafter.state_dict())
+    rows = state.pop("ffn.gate_up.weight")  # [2 * 2I, H]: gate rows, then up rows; = experts' gates, then ups
+    router = rows.new_zeros(2 + 2, cfg.hidden_size)  # [4, H]: MoE head, contrastive head
+    state["ffn.gate_up.weight"] = torch.cat([rows, router])
+    down = state.pop("ffn.down_proj.weight")  # [H, 2I]
+    state["ffn.down"] = 2 * down.T.unflatten(0, (2, width))  # [2, I, H]
+    moe.load_state_dict(state, strict=True)
+    p = next(drafter.parameters())
+    return moe.to(device=p.device, dtype=p.dtype)
+
+
 def add_feature_layers(drafter: Drafter, layers: tuple[int, ...]) -> Drafter:
     """A new drafter computing the same function that also reads the target's hidden states after ``layers``:
     its fuse matrix starts as [0 .. 0 | I], passing the last hidden state through until training learns to use

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.config import ConfigError, EngineConfig, TreeConfig
-from core.drafter import add_feature_layers, add_layers, load_drafter, widen_experts
+from core.drafter import add_feature_layers, add_layers, load_drafter, upcycle_experts, widen_experts
 from core.kv import LayerCaches
 from core.engine import SpecDecoder
 from core.registry import attach
@@ -253,6 +253,19 @@ def test_warm_start_continues_from_a_trained_drafter(tiny_target, features, tmp_
     assert load_drafter(tmp_path / "w", tiny_target.fingerprint()).cfg.expert_width == 96
 
 
+def test_warm_start_upcycles_a_dense_drafter_into_jakiro(tiny_target, features, tmp_path):
+    """--ffn moe --init <dense run> starts from the dense drafter's function: its first evaluation's next-token
+    agreement is the dense drafter's, and the record says it was upcycled."""
+    cfg = TrainConfig(ffn="dense", draft_vocab=256, epochs=2, batch_tokens=512, checkpoint_every=1, holdout_every=6,
+                      warmup_steps=2, lr=2e-3)
+    dense = train(tiny_target, features, cfg, tmp_path / "dense")
+    up_cfg = dataclasses.replace(cfg, ffn="moe", lr=1e-12, epochs=0.01)
+    up = train(tiny_target, features, up_cfg, tmp_path / "up", init=tmp_path / "dense")
+    assert up["init"]["upcycled"] == {"from": "dense", "intermediate": 128}
+    assert up["final"]["top1"] == pytest.approx(dense["final"]["top1"], abs=1e-6)
+    assert load_drafter(tmp_path / "up", tiny_target.fingerprint()).cfg.expert_width == 64
+
+
 def _assert_same_function(before, after) -> None:
     """Both drafters give the same MoE and contrastive features, expert outputs and routing on random inputs."""
     H = before.cfg.hidden_size
@@ -283,6 +296,27 @@ def test_widened_experts_compute_the_same_function_and_the_new_units_learn(tiny_
         widen_experts(random_drafter(tiny_target, "dense"), 96)
     with pytest.raises(ConfigError, match="expert_size is for --ffn moe"):
         TrainConfig(ffn="dense", expert_size=96)
+
+
+def test_upcycled_experts_compute_the_dense_function_and_learn_to_differ(tiny_target):
+    """upcycle_experts turns a dense drafter into a Jakiro one whose MoE branch gives the dense features exactly,
+    with even routing; a training step on both branches moves the router and the two experts apart."""
+    torch.manual_seed(4)
+    dense = random_drafter(tiny_target, "dense")
+    moe = upcycle_experts(dense)
+    H, I = dense.cfg.hidden_size, dense.cfg.intermediate_size
+    assert moe.cfg.is_moe and moe.ffn.down.shape == (2, I // 2, H) and dense.ffn.down_proj.weight.shape == (H, I)
+    feats, embeds, pos = torch.randn(7, H), torch.randn(7, H), torch.arange(7)
+    a, b = dense(feats, embeds, pos), moe(feats, embeds, pos, with_experts=True)
+    torch.testing.assert_close(b.features, a.features, rtol=0, atol=1e-5)
+    torch.testing.assert_close(b.routing.moe_weights, torch.full((7, 2), 0.5))
+    optimizer = torch.optim.AdamW(moe.parameters(), lr=1e-3)
+    out = moe(feats, embeds, pos)
+    (out.features.square().mean() + (out.contrastive - 1).square().mean()).backward()
+    optimizer.step()
+    assert moe.ffn.gate_up.weight[-4:].abs().sum() > 0  # the router learns
+    with pytest.raises(ConfigError, match="only a dense one"):
+        upcycle_experts(moe)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from core.config import ConfigError
 from core.drafter import (Drafter, add_feature_layers, add_layers, config_for_target, load_drafter, save_drafter,
-                           widen_experts)
+                           upcycle_experts, widen_experts)
 from core.kv import LayerCaches
 from core.target import TargetModel
 from core.train.data import FeatureSet
@@ -218,15 +218,18 @@ def warm_start(init: Path, cfg: TrainConfig, target: TargetModel) -> tuple[Draft
     """The trained drafter in ``init``, checked against the target and against the run's config (its FFN and
     draft vocabulary must fit what ``cfg`` asks for), and the record of where it came from."""
     drafter = load_drafter(init, target.fingerprint(), target.vocab_size)
-    if drafter.cfg.is_moe != (cfg.ffn == "moe"):
-        raise ConfigError(f"--init {init} holds a {'moe' if drafter.cfg.is_moe else 'dense'} drafter, "
-                          f"this run trains --ffn {cfg.ffn}")
+    upcycled = not drafter.cfg.is_moe and cfg.ffn == "moe"
+    if drafter.cfg.is_moe and cfg.ffn != "moe":
+        raise ConfigError(f"--init {init} holds a moe drafter, this run trains --ffn {cfg.ffn}")
     size = drafter.cfg.draft_vocab_size  # at most cfg.draft_vocab: the answers may hold fewer distinct tokens
     if (size == 0) != (cfg.draft_vocab == 0) or size > cfg.draft_vocab:
         raise ConfigError(f"--init {init} drafts over {size} tokens, this run asks for "
                           f"--draft-vocab {cfg.draft_vocab}")
     steps = json.loads((init / "drafter.json").read_text()).get("state", {}).get("step")
     origin = {"folder": str(init), "steps": steps}
+    if upcycled:  # a dense drafter's MLP split into the two experts, function-preserving
+        origin["upcycled"] = {"from": "dense", "intermediate": drafter.cfg.intermediate_size}
+        drafter = upcycle_experts(drafter)
     if cfg.expert_size and cfg.expert_size != drafter.cfg.expert_width:
         origin["widened"] = {"from": drafter.cfg.expert_width, "to": cfg.expert_size}
         drafter = widen_experts(drafter, cfg.expert_size, cfg.seed)
