@@ -23,6 +23,7 @@ class Training:
     data_tokens: int  # tokens recorded in that run's feature files (prompts and answers)
     answer_tokens: int  # of which answers: the loss is taken on these only
     warm_start: str  # the folder it continued from; "" = trained from random weights
+    upcycled: bool  # the run began by splitting a dense drafter's MLP into the MoE experts (``upcycle_experts``)
     lr: float
     unroll: int  # training-time-test passes (1 = teacher forcing only)
     heldout_top1: float | None  # final held-out agreement with the target's next token (depth 1, teacher-forced)
@@ -82,6 +83,7 @@ def _training(meta: Mapping[str, Any]) -> Training | None:
             data_tokens=int(recipe.get("tokens", 0)),
             answer_tokens=int(recipe.get("assistant_tokens", 0)),
             warm_start=str((state.get("init") or {}).get("folder", "")),
+            upcycled="upcycled" in (state.get("init") or {}),
             lr=float(cfg.get("lr", 0.0)),
             unroll=int(cfg.get("unroll", 1)),
             heldout_top1=_number(final.get("top1")),

@@ -45,6 +45,10 @@ def test_card_reads_the_training_record(target, tmp_path):
     assert "40 steps × 512 tokens" in shown and "62.5% of 800 positions" in shown and "warm start" in shown
     run_folder = {k: v for k, v in read_training(tmp_path).items() if k != "recipe"}  # the data is added at export
     assert "recorded tokens" not in drafters_markdown([drafter_card(drafter, "mine", True, run_folder)])
+    assert not t.upcycled and "split into the two experts" not in shown
+    upcycled = {**run_folder, "state": {**state, "init": {"folder": "x", "upcycled": {"from": "dense"}}}}
+    up_card = drafter_card(drafter, "mine", True, upcycled)
+    assert up_card.training.upcycled and "split into the two experts" in drafters_markdown([up_card])
     # an untrained drafter never claims a record, and a damaged record leaves the architecture only
     assert drafter_card(drafter, "mine", trained=False, meta=read_training(tmp_path)).training is None
     (tmp_path / "drafter.json").write_text(json.dumps({"state": {"step": "many"}}))

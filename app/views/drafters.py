@@ -68,6 +68,8 @@ def _run(card: DrafterCard) -> str:
     if t is None:
         return "–"
     start = "warm start from an earlier drafter" if t.warm_start else "from random weights"
+    if t.upcycled:
+        start = "warm start from a dense (EAGLE-2) drafter, its MLP split into the two experts"
     passes = f", {t.unroll} training-time-test passes" if t.unroll > 1 else ""
     data = (f" on {t.data_tokens / 1e6:.2f} M recorded tokens ({t.answer_tokens / 1e6:.2f} M in answers, the "
             "loss's)") if t.data_tokens else ""  # a training run's folder: the data is recorded at export
