@@ -93,8 +93,8 @@ def add_parser(subparsers) -> None:
     fit.add_argument("--export", type=Path, default=None, help="copy the final drafter here (e.g. assets/drafters/jakiro)")
     fit.add_argument("--init", type=Path, default=None,
                      help="start a new run from this trained drafter folder (e.g. assets/drafters/jakiro): a warm "
-                          "start with a fresh optimizer and schedule; a dense one with --ffn moe is upcycled (its MLP split "
-                          "into the two experts, the same function)")
+                          "start with a fresh optimizer and schedule; a dense one with --ffn moe is upcycled (its "
+                          "MLP split into the two experts, the same function)")
     fit.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     from core.train.loop import HOLDOUT_SCHEMES, TrainConfig
 
