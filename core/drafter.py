@@ -316,7 +316,7 @@ def upcycle_experts(drafter: Drafter) -> Drafter:
     if cfg.intermediate_size % 2:
         raise ConfigError(f"a dense MLP of {cfg.intermediate_size} units cannot be split into two equal experts")
     width = cfg.intermediate_size // 2
-    moe = Drafter(replace(cfg, ffn="moe", num_experts=2, expert_size=width))
+    moe = Drafter(replace(cfg, ffn="moe", expert_size=width))  # num_experts is 2 for every MoE drafter
     state = dict(drafter.state_dict())
     rows = state.pop("ffn.gate_up.weight")  # [2 * 2I, H]: gate rows, then up rows; = experts' gates, then ups
     router = rows.new_zeros(2 + 2, cfg.hidden_size)  # [4, H]: MoE head, contrastive head
