@@ -141,6 +141,24 @@ def test_answers_refuse_to_resume_on_another_prompt_list(tiny_target, tmp_path):
     assert (tmp_path / "shard-0000.jsonl").read_text() == before
 
 
+def test_sampled_answers_are_seeded_and_never_mix_with_greedy_ones(tiny_target, tmp_path):
+    """Sampled answers: the same seed draws the same answers, they differ from the greedy ones, each line says
+    its temperature, and a folder of one temperature refuses answers of another."""
+    prompts = [{"prompt": f"Say {word}.", "source": "test"} for word in ("one", "two", "three", "four")]
+    runs = {}
+    for name, temperature in (("greedy", 0.0), ("a", 1.5), ("b", 1.5)):
+        answer_prompts(tiny_target, prompts, tmp_path / name, batch_size=2, max_new_tokens=12, temperature=temperature)
+        runs[name] = [json.loads(line) for line in (tmp_path / name / "shard-0000.jsonl").open()]
+    answers = {name: [r["answer_ids"] for r in rows] for name, rows in runs.items()}
+    assert answers["a"] == answers["b"]
+    assert answers["a"] != answers["greedy"]
+    assert all(r["temperature"] == 1.5 for r in runs["a"]) and all("temperature" not in r for r in runs["greedy"])
+    with pytest.raises(ValueError, match="made at temperature 1.5, not 0"):
+        answer_prompts(tiny_target, prompts, tmp_path / "a", batch_size=2, max_new_tokens=12)
+    with pytest.raises(ValueError, match="made at temperature 0, not 0.7"):
+        answer_prompts(tiny_target, prompts, tmp_path / "greedy", batch_size=2, max_new_tokens=12, temperature=0.7)
+
+
 def test_heldout_prompts_keep_the_training_indexing_after_more_answers(tmp_path):
     """Answers appended after the features were recorded must not shift which prompts count as held out."""
     from core.train.heldout import heldout_prompts

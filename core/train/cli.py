@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -32,8 +33,13 @@ def add_parser(subparsers) -> None:
     ans.add_argument("--prompts", type=int, default=6000, help="how many prompts to build (resumes)")
     ans.add_argument("--batch-size", type=int, default=32)
     ans.add_argument("--max-new-tokens", type=int, default=160)
+    ans.add_argument("--temperature", type=float, default=0.0,
+                     help="0: greedy answers; above 0: answers sampled from the target's whole distribution at this "
+                          "temperature (new continuations of the same prompts; at most 2)")
+    ans.add_argument("--seed", type=int, default=0, help="sampled answers: each batch draws from seed + its first index")
     ans.add_argument("--out", type=Path, default=None,
-                     help="default: assets/train-data/answers[-broad|-creative|-knowledge|-requests]")
+                     help="default: assets/train-data/answers[-broad|-creative|-knowledge|-requests], with "
+                          "-t<temperature> appended for sampled answers")
     ans.set_defaults(func=cmd_answers)
 
     feat = stages.add_parser("features", help="record the target's features on the training sequences")
@@ -123,10 +129,13 @@ def cmd_answers(args: argparse.Namespace) -> int:
 
     build = {"chat": build_prompts, "broad": build_broad_prompts, "creative": build_creative_prompts,
              "knowledge": build_knowledge_prompts, "requests": build_request_prompts}[args.set]
-    folder = ANSWER_SETS[args.set]
+    if not (math.isfinite(args.temperature) and 0.0 <= args.temperature <= 2.0):
+        raise ValueError(f"--temperature must be a number in [0, 2], got {args.temperature}")
+    folder = ANSWER_SETS[args.set] + (f"-t{args.temperature:g}" if args.temperature > 0 else "")
     out = args.out or Path(__file__).resolve().parents[2] / "assets" / "train-data" / folder
     target = TargetModel.load(args.target, args.dtype)
-    answer_prompts(target, build(args.prompts), out, args.batch_size, args.max_new_tokens)
+    answer_prompts(target, build(args.prompts), out, args.batch_size, args.max_new_tokens,
+                   temperature=args.temperature, seed=args.seed)
     return 0
 
 

@@ -1,8 +1,10 @@
-"""Self-distillation data: the target answers the training prompts itself (batched greedy).
+"""Self-distillation data: the target answers the training prompts itself (batched, greedy or sampled).
 
 Shards of JSON lines (prompt ids + answer ids) are appended under the output folder; a rerun
 skips prompts already answered, so the job resumes where it stopped, even when it was killed in the
-middle of writing a line (the unfinished line is dropped).
+middle of writing a line (the unfinished line is dropped). Sampled answers (temperature > 0) give the same
+prompts new continuations, drawn from the target's own distribution: more contexts to learn from, labelled by
+the target's features like greedy ones.
 """
 from __future__ import annotations
 
@@ -30,11 +32,17 @@ def drop_unfinished_line(shard: Path) -> bool:
     return True
 
 
-def check_resumable(out_dir: Path, prompts: list[dict]) -> int:
+def check_resumable(out_dir: Path, prompts: list[dict], temperature: float = 0.0) -> int:
     """The number of prompts already answered in ``out_dir``; raise ValueError unless they are the first ones of
-    ``prompts``, in order: resuming appends ``prompts[done:]``, so a prompt list built differently (say, without
-    a text source that was installed when the answers were made) would silently repeat or skip prompts."""
-    answered = [json.loads(line)["prompt"] for shard in sorted(out_dir.glob("shard-*.jsonl")) for line in shard.open()]
+    ``prompts``, in order, answered at ``temperature``: resuming appends ``prompts[done:]``, so a prompt list
+    built differently (say, without a text source that was installed when the answers were made) would silently
+    repeat or skip prompts, and a folder would mix greedy and sampled answers."""
+    records = [json.loads(line) for shard in sorted(out_dir.glob("shard-*.jsonl")) for line in shard.open()]
+    mixed = {r.get("temperature", 0.0) for r in records} - {temperature}
+    if mixed:
+        raise ValueError(f"{out_dir} holds answers made at temperature {sorted(mixed)[0]:g}, not {temperature:g}: "
+                         "answer into another folder (--out)")
+    answered = [r["prompt"] for r in records]
     if len(answered) > len(prompts):
         raise ValueError(f"{out_dir} holds {len(answered)} answers but only {len(prompts)} prompts were built")
     for i, (done, built) in enumerate(zip(answered, prompts)):
@@ -48,14 +56,18 @@ def check_resumable(out_dir: Path, prompts: list[dict]) -> int:
 
 def answer_prompts(
     target: TargetModel, prompts: list[dict], out_dir: Path, batch_size: int = 32, max_new_tokens: int = 160,
-    log_every: int = 1,
+    log_every: int = 1, temperature: float = 0.0, seed: int = 0,
 ) -> None:
-    """Append the target's greedy answers to ``out_dir/shard-*.jsonl``, resuming after the answered ones."""
+    """Append the target's answers to ``out_dir/shard-*.jsonl``, resuming after the answered ones: greedy, or
+    sampled at ``temperature`` from the whole distribution (no top-k or top-p), each batch seeded from ``seed``
+    and its first prompt's index, so a rerun of the same batches draws the same answers."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for shard in sorted(out_dir.glob("shard-*.jsonl")):
         if drop_unfinished_line(shard):
             print(f"{shard}: dropped an unfinished last line (the previous run was killed while writing)")
-    start = check_resumable(out_dir, prompts)
+    start = check_resumable(out_dir, prompts, temperature)
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else \
+        {"do_sample": False}
     todo = prompts[start:]
     pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else 0
     stops = sorted(target.stop_token_ids)
@@ -66,10 +78,11 @@ def answer_prompts(
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])  # [b, width] left-padded
         attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        torch.manual_seed(seed + start + b)
         with torch.inference_mode():
             out = target.model.generate(
                 input_ids=input_ids.to(target.device), attention_mask=attention.to(target.device),
-                max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad,
+                max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad, **sampling,
             )
         shard = out_dir / f"shard-{(start + b) // 1024:04d}.jsonl"
         lines = []
@@ -80,7 +93,8 @@ def answer_prompts(
                 if tok in target.stop_token_ids:
                     break
             tokens += len(answer)
-            lines.append(json.dumps({**prompt, "prompt_ids": pids, "answer_ids": answer}) + "\n")
+            made = {"temperature": temperature} if temperature > 0 else {}
+            lines.append(json.dumps({**prompt, "prompt_ids": pids, "answer_ids": answer, **made}) + "\n")
         with shard.open("a") as fh:
             fh.write("".join(lines))  # one write per batch
         if (b // batch_size) % log_every == 0:
