@@ -23,7 +23,7 @@ class Training:
     data_tokens: int  # tokens recorded in that run's feature files (prompts and answers)
     answer_tokens: int  # of which answers: the loss is taken on these only
     warm_start: str  # the folder it continued from; "" = trained from random weights
-    upcycled: bool  # the run began by splitting a dense drafter's MLP into the MoE experts (``upcycle_experts``)
+    upcycled: bool  # its experts began as a dense drafter's MLP (``upcycle_experts``), in this run or an earlier one
     lr: float
     unroll: int  # training-time-test passes (1 = teacher forcing only)
     heldout_top1: float | None  # final held-out agreement with the target's next token (depth 1, teacher-forced)
@@ -83,7 +83,7 @@ def _training(meta: Mapping[str, Any]) -> Training | None:
             data_tokens=int(recipe.get("tokens", 0)),
             answer_tokens=int(recipe.get("assistant_tokens", 0)),
             warm_start=str((state.get("init") or {}).get("folder", "")),
-            upcycled="upcycled" in (state.get("init") or {}),
+            upcycled=any("upcycled" in origin for origin in _lineage(state.get("init"))),
             lr=float(cfg.get("lr", 0.0)),
             unroll=int(cfg.get("unroll", 1)),
             heldout_top1=_number(final.get("top1")),
@@ -92,6 +92,15 @@ def _training(meta: Mapping[str, Any]) -> Training | None:
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None  # metadata from another tool or version: the card shows the architecture only
+
+
+def _lineage(origin: Any) -> list[dict]:
+    """A warm start's record and those of the runs it descends from (``previous``), newest first."""
+    chain = []
+    while isinstance(origin, dict) and len(chain) < 64:
+        chain.append(origin)
+        origin = origin.get("previous")
+    return chain
 
 
 def _number(value: Any) -> float | None:

@@ -49,6 +49,9 @@ def test_card_reads_the_training_record(target, tmp_path):
     upcycled = {**run_folder, "state": {**state, "init": {"folder": "x", "upcycled": {"from": "dense"}}}}
     up_card = drafter_card(drafter, "mine", True, upcycled)
     assert up_card.training.upcycled and "split into the two experts" in drafters_markdown([up_card])
+    later = {**run_folder, "state": {**state, "init": {"folder": "y", "previous": {"folder": "x", "previous": {
+        "folder": "w", "upcycled": {"from": "dense"}}}}}}  # trained on from an upcycled run, twice
+    assert drafter_card(drafter, "mine", True, later).training.upcycled
     # an untrained drafter never claims a record, and a damaged record leaves the architecture only
     assert drafter_card(drafter, "mine", trained=False, meta=read_training(tmp_path)).training is None
     (tmp_path / "drafter.json").write_text(json.dumps({"state": {"step": "many"}}))

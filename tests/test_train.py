@@ -255,7 +255,7 @@ def test_warm_start_continues_from_a_trained_drafter(tiny_target, features, tmp_
 
 def test_warm_start_upcycles_a_dense_drafter_into_jakiro(tiny_target, features, tmp_path):
     """--ffn moe --init <dense run> starts from the dense drafter's function: its first evaluation's next-token
-    agreement is the dense drafter's, and the record says it was upcycled."""
+    agreement is the dense drafter's, and the record says it was upcycled, also in a run trained on from it."""
     cfg = TrainConfig(ffn="dense", draft_vocab=256, epochs=2, batch_tokens=512, checkpoint_every=1, holdout_every=6,
                       warmup_steps=2, lr=2e-3)
     dense = train(tiny_target, features, cfg, tmp_path / "dense")
@@ -264,6 +264,8 @@ def test_warm_start_upcycles_a_dense_drafter_into_jakiro(tiny_target, features, 
     assert up["init"]["upcycled"] == {"from": "dense", "intermediate": 128}
     assert up["final"]["top1"] == pytest.approx(dense["final"]["top1"], abs=1e-6)
     assert load_drafter(tmp_path / "up", tiny_target.fingerprint()).cfg.expert_width == 64
+    again = train(tiny_target, features, up_cfg, tmp_path / "again", init=tmp_path / "up")  # its lineage stays known
+    assert "upcycled" not in again["init"] and again["init"]["previous"] == up["init"]
 
 
 def _assert_same_function(before, after) -> None:

@@ -225,8 +225,10 @@ def warm_start(init: Path, cfg: TrainConfig, target: TargetModel) -> tuple[Draft
     if (size == 0) != (cfg.draft_vocab == 0) or size > cfg.draft_vocab:
         raise ConfigError(f"--init {init} drafts over {size} tokens, this run asks for "
                           f"--draft-vocab {cfg.draft_vocab}")
-    steps = json.loads((init / "drafter.json").read_text()).get("state", {}).get("step")
-    origin = {"folder": str(init), "steps": steps}
+    saved = json.loads((init / "drafter.json").read_text()).get("state", {})
+    origin = {"folder": str(init), "steps": saved.get("step")}
+    if saved.get("init"):  # where the init itself came from: the lineage back to the first run
+        origin["previous"] = saved["init"]
     if upcycled:  # a dense drafter's MLP split into the two experts, function-preserving
         origin["upcycled"] = {"from": "dense", "intermediate": drafter.cfg.intermediate_size}
         drafter = upcycle_experts(drafter)
