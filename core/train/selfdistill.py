@@ -66,8 +66,10 @@ def answer_prompts(
         if drop_unfinished_line(shard):
             print(f"{shard}: dropped an unfinished last line (the previous run was killed while writing)")
     start = check_resumable(out_dir, prompts, temperature)
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else \
+    sampled = temperature > 0
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if sampled else \
         {"do_sample": False}
+    made = {"temperature": temperature} if sampled else {}  # each sampled line says how it was made
     todo = prompts[start:]
     pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else 0
     stops = sorted(target.stop_token_ids)
@@ -78,7 +80,8 @@ def answer_prompts(
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])  # [b, width] left-padded
         attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
-        torch.manual_seed(seed + start + b)
+        if sampled:
+            torch.manual_seed(seed + start + b)
         with torch.inference_mode():
             out = target.model.generate(
                 input_ids=input_ids.to(target.device), attention_mask=attention.to(target.device),
@@ -93,7 +96,6 @@ def answer_prompts(
                 if tok in target.stop_token_ids:
                     break
             tokens += len(answer)
-            made = {"temperature": temperature} if temperature > 0 else {}
             lines.append(json.dumps({**prompt, "prompt_ids": pids, "answer_ids": answer, **made}) + "\n")
         with shard.open("a") as fh:
             fh.write("".join(lines))  # one write per batch
