@@ -204,6 +204,12 @@ def test_statistics_figures(session):
         json.loads(fig.to_json())
     assert {t.name for t in figures[0].data} == {"Jakiro (MoE)", "EAGLE-2 (single head)"}
     assert stats.acceptance_by_depth_figure({}).layout.annotations  # empty state, no crash
+    # expert usage reads drafter by drafter, depth 1 first, whatever order the sources came in
+    order = list(figures[2].layout.xaxis.categoryarray)
+    assert {x for t in figures[2].data for x in t.x} == set(order)
+    keys = [(x.split(" d")[0], int(x.split(" d")[1])) for x in order]
+    assert keys == sorted(keys, key=lambda k: (list(summaries).index(k[0]), k[1]))
+    assert len({k[0] for k in keys}) == 2
 
 
 def test_sibling_stats_and_routing_confidence(session):

@@ -83,16 +83,20 @@ def expert_usage_figure(summaries: dict[str, Summary]) -> go.Figure:
     side); looked-up nodes are left out: they are no expert's, and their long chains would crowd the axis (the
     acceptance-per-source figure shows them)."""
     series: dict[str, tuple[list[Any], list[float]]] = {}
+    order: list[str] = []  # drafter by drafter, depth 1 first (Plotly would order by first appearance)
     for name, s in _drafters(summaries).items():
+        depths: set[int] = set()
         for source, by_depth in s.expert_usage.items():
             if source == "lookup":
                 continue
             key = f"{method_label(name)} · {source}" if len(_drafters(summaries)) > 1 else source
             xs = [f"{name} d{d}" for d in by_depth]
             series[key] = (xs, list(by_depth.values()))
+            depths.update(by_depth)
+        order += [f"{name} d{d}" for d in sorted(depths)]
     colors = {k: SOURCE_COLORS.get(k.split(" · ")[-1], "#777777") for k in series}
     fig = _bars(series, colors, "drafter and depth", "verified nodes", barmode="stack")
-    fig.update_xaxes(dtick=None, type="category")
+    fig.update_xaxes(dtick=None, type="category", categoryorder="array", categoryarray=order)
     return fig
 
 
