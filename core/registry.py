@@ -73,10 +73,11 @@ def random_drafter(target: TargetModel, ffn: str, seed: int = 0, num_layers: int
 def attach(drafter: Drafter, target: TargetModel, name: str, trained: bool = True, weights: str = "native"
            ) -> FeatureProposer:
     """Put the drafter on the target's device and dtype, bind the frozen head, quantize it all unless ``weights``
-    resolves to "native" (see ``build_proposer``), wrap it as a proposer."""
-    drafter = drafter.to(device=target.device, dtype=target.dtype)
-    drafter.bind_head(target.lm_head.weight)
+    resolves to "native" (see ``build_proposer``), wrap it as a proposer. With w8a8 weights the drafter computes
+    in float32 between its integer matmuls: the kernel takes float32, so bfloat16 would only add conversions."""
     weights = resolve_weights(weights, target.device)
+    drafter = drafter.to(device=target.device, dtype=torch.float32 if weights == "w8a8" else target.dtype)
+    drafter.bind_head(target.lm_head.weight)
     if weights != "native":
         drafter = quantize_drafter(drafter, weights)
     return FeatureProposer(drafter, target.embed, name, trained)

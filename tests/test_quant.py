@@ -6,8 +6,8 @@ from core.bench import split_variant
 from core.config import EngineConfig, TreeConfig
 from core.drafter import save_drafter
 from core.engine import SpecDecoder
-from core.quant import (Int4Linear, Int8Linear, QuantExperts, quantize_drafter, quantize_groups,
-                        quantize_rows, quantized_linear, resolve_weights, weights_name)
+from core.quant import (Int4Linear, Int8Linear, QuantExperts, W8A8Linear, quantize_drafter, quantize_groups,
+                        quantize_rows, quantized_linear, resolve_weights, w8a8_supported, weights_name)
 from core.registry import attach, build_proposer, random_drafter
 from core.trace import summarize
 from tests.helpers import NO_FALLBACK
@@ -58,6 +58,26 @@ def test_int4_linear_is_the_dequantized_matmul(dtype):
     assert torch.allclose(out.float(), x.float() @ dequant.T, atol=0.15, rtol=0.02)
 
 
+needs_fbgemm = pytest.mark.skipif(not w8a8_supported(), reason="w8a8 needs FBGEMM (x86 torch builds)")
+
+
+@needs_fbgemm
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_w8a8_linear_is_the_dequantized_matmul_within_activation_rounding(dtype):
+    torch.manual_seed(6)
+    w = torch.randn(40, 24)  # any width: no kernel blocks
+    layer = W8A8Linear(w.to(dtype))
+    q, scales = quantize_rows(w.to(dtype))
+    assert torch.equal(layer.qweight, q)
+    x = torch.randn(2, 3, 24, dtype=dtype)
+    reference = x.float() @ (q.float() * scales[:, None]).T  # [2, 3, 40]: the weights' rounding alone
+    out = layer(x)
+    assert out.shape == (2, 3, 40) and out.dtype == dtype
+    rel = (out.float() - reference).norm() / reference.norm()
+    assert 0 < rel < 0.02, rel  # the activations are rounded to 8 bits too, and only that
+    assert layer(x[:, :0]).shape == (2, 0, 40)
+
+
 def test_int4_needs_whole_groups_and_falls_back_to_int8():
     with pytest.raises(ValueError, match="groups of 64"):
         Int4Linear(torch.randn(16, 96))
@@ -72,9 +92,10 @@ def test_int4_needs_whole_groups_and_falls_back_to_int8():
         assert torch.equal(plain(x), x @ odd.T)
     assert resolve_weights("auto", torch.device("cpu")) == "int8"
     assert resolve_weights("auto", torch.device("cuda")) == "native"
+    assert resolve_weights("w8a8", torch.device("cpu")) == "w8a8" or not w8a8_supported()
     with pytest.raises(ValueError, match="CPU only"):
         resolve_weights("int4", torch.device("cuda"))
-    with pytest.raises(ValueError, match="one of auto, int8, int4, native"):
+    with pytest.raises(ValueError, match="one of auto, int8, int4, w8a8, native"):
         resolve_weights("int2", torch.device("cpu"))
 
 
@@ -89,7 +110,8 @@ def test_int8_experts_match_the_einsum():
     assert torch.allclose(out, torch.einsum("nei,ehi->neh", act, dequant), atol=0.1, rtol=0.02)
 
 
-@pytest.mark.parametrize("fmt, tolerance", [("int8", 0.02), ("int4", 0.15)])
+@pytest.mark.parametrize("fmt, tolerance", [("int8", 0.02), ("int4", 0.15),
+                                            pytest.param("w8a8", 0.04, marks=needs_fbgemm)])
 @pytest.mark.parametrize("ffn", ["dense", "moe"])
 def test_quantized_drafter_is_a_close_copy(tiny_target, ffn, fmt, tolerance):
     proposer = attach(random_drafter(tiny_target, ffn, seed=3), tiny_target, ffn)
@@ -127,6 +149,10 @@ def test_quantizing_needs_a_bound_head_and_a_quantized_drafter_is_not_saved(tiny
     assert quantized.head is None and weights_name(quantized) == "int8"  # its other matrices stay int8
     with pytest.raises(ValueError, match="quantized for inference"):
         save_drafter(quantized, tmp_path / "out")
+    if w8a8_supported():
+        with pytest.raises(ValueError, match="quantized for inference"):
+            save_drafter(attach(random_drafter(tiny_target, "moe"), tiny_target, "j", weights="w8a8").drafter,
+                         tmp_path / "out8")
 
 
 TREES = [
@@ -136,7 +162,7 @@ TREES = [
 ]
 
 
-@pytest.mark.parametrize("fmt", ["int8", "int4"])
+@pytest.mark.parametrize("fmt", ["int8", "int4", pytest.param("w8a8", marks=needs_fbgemm)])
 @pytest.mark.parametrize("ffn", ["dense", "moe"])
 @pytest.mark.parametrize("name, tree", TREES)
 def test_quantized_drafters_are_lossless(tiny_target, ffn, name, tree, fmt):
@@ -158,7 +184,7 @@ def test_build_proposer_quantizes_on_the_cpu_unless_told(tiny_target):
 def test_weight_variants_parse_and_exclude_each_other():
     assert split_variant("jakiro@int8+fixed") == ("jakiro", ("int8", "fixed"))
     assert split_variant("eagle@native") == ("eagle", ("native",))
-    with pytest.raises(ValueError, match="at most one of int8, int4, native"):
+    with pytest.raises(ValueError, match="at most one of int8, int4, w8a8, native"):
         split_variant("jakiro@int8+native")
 
 
@@ -182,7 +208,7 @@ def test_the_drafter_weights_flag_reaches_the_engines(monkeypatch):
     app_script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "app.py"), run_name="app_script")
     seen = {}
     monkeypatch.setattr(app.session, "load_engines", lambda *args, **kwargs: seen.update(kwargs) or "engines")
-    for flag in ("native", "int8", "int4", "auto"):
+    for flag in ("native", "int8", "int4", "w8a8", "auto"):
         args = app_script["parse_args"](["--drafter-weights", flag, "--no-warm-up"])
         assert app_script["load_models"](args) == "engines" and seen["weights"] == flag
     assert build_parser().parse_args(["generate", "--prompt", "hi"]).drafter_weights == "auto"

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.config import ConfigError, EngineConfig, TreeConfig
-from core.drafter import add_feature_layers, add_layers, load_drafter, upcycle_experts, widen_experts
+from core.drafter import (add_feature_layers, add_layers, grouped_attention, load_drafter, upcycle_experts,
+                          widen_experts)
 from core.kv import LayerCaches
 from core.engine import SpecDecoder
 from core.registry import attach
@@ -74,6 +75,17 @@ def test_unrolled_passes_equal_drafting_on_own_predictions(tiny_target, ffn, lay
                     pos = root + d
                     g = drafter(g[None], embeds[0, pos : pos + 1], positions[pos : pos + 1], cache).features[0]
                 assert torch.allclose(g, unrolled[j][t], atol=1e-5), (j, t)
+
+
+@pytest.mark.parametrize("n, past", [(1, 0), (5, 0), (4, 37)])
+def test_drafting_attention_is_training_attention(n, past):
+    """Drafting multiplies grouped heads in two matmuls; training uses SDPA: the same function."""
+    torch.manual_seed(n + past)
+    q, k, v = torch.randn(6, n, 8), torch.randn(2, past + n, 8), torch.randn(2, past + n, 8)  # 3 heads per kv head
+    mask = torch.rand(n, past + n) > 0.4
+    mask[:, past:] = torch.eye(n, dtype=torch.bool) | mask[:, past:]  # every position sees itself
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    assert torch.allclose(grouped_attention(q, k, v, mask), ref, atol=1e-5)
 
 
 def test_unroll_mask_sees_context_then_own_ancestors():
