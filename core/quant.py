@@ -99,11 +99,20 @@ class W8A8Linear(nn.Module):
 
     The integer kernel is 3-5x faster than ``_weight_int8pack_mm`` at the rows a drafter forward has (1-16; the
     8,192 x 576 head at 4 rows: 0.13 ms against 0.53 ms on this CPU, benchmarks/RESULTS.md "Session 20"). The
-    price is the activations' rounding: ~1% relative error in the outputs, on the drafter's proposals only."""
+    price is the activations' rounding, which a few outlier input channels would make coarse for all the others:
+    given each input channel's largest magnitude while drafting (``act_absmax``, see ``core.calibrate``), the
+    channels are first evened out as in SmoothQuant (x / s, W * s with s = sqrt(absmax_x / absmax_W) per channel),
+    which leaves the product unchanged and moves the outliers' range into the weights' per-row scales."""
 
-    def __init__(self, weight: torch.Tensor) -> None:  # weight [N, K], floating point
+    def __init__(self, weight: torch.Tensor, act_absmax: torch.Tensor | None = None) -> None:  # weight [N, K]
         super().__init__()
-        q, scales = quantize_rows(weight)
+        w = weight.detach().float()
+        self.register_buffer("inv_smooth", None)  # [K] applied to the inputs, when smoothed
+        if act_absmax is not None:
+            smooth = (act_absmax.float().clamp(min=1e-5) / w.abs().amax(0).clamp(min=1e-5)).sqrt()  # [K]
+            w = w * smooth  # [N, K]
+            self.inv_smooth = 1.0 / smooth
+        q, scales = quantize_rows(w)
         with warnings.catch_warnings():  # torch marks quantized tensors as deprecated; the kernel is still the one
             warnings.simplefilter("ignore")
             zeros = torch.zeros(q.shape[0], dtype=torch.long)
@@ -118,6 +127,8 @@ class W8A8Linear(nn.Module):
         flat = x.reshape(-1, self.in_features).float()  # [m, K]
         if flat.shape[0] == 0:
             return x.new_zeros(*x.shape[:-1], self.out_features)
+        if self.inv_smooth is not None:
+            flat = flat * self.inv_smooth
         out = torch.ops.quantized.linear_dynamic(flat, self.packed, False)  # [m, N]; False: all 8 bits (VNNI)
         return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
@@ -130,12 +141,13 @@ def w8a8_supported() -> bool:
 FORMATS = {"int8": Int8Linear, "int4": Int4Linear, "w8a8": W8A8Linear}
 
 
-def quantized_linear(weight: torch.Tensor, fmt: str) -> nn.Module:
+def quantized_linear(weight: torch.Tensor, fmt: str, act_absmax: torch.Tensor | None = None) -> nn.Module:
     """``weight`` [N, K] in ``fmt``; int4 falls back to int8 for a matrix whose inputs do not form int4 groups,
-    and a matrix whose inputs the int8 kernel cannot block stays a plain (frozen) linear layer."""
+    and a matrix whose inputs the int8 kernel cannot block stays a plain (frozen) linear layer. ``act_absmax``
+    [K]: w8a8 only, the inputs' range per channel (see W8A8Linear)."""
     n, k = weight.shape
     if fmt == "w8a8":  # any width
-        return W8A8Linear(weight)
+        return W8A8Linear(weight, act_absmax)
     if k % INT8_BLOCK:
         plain = nn.Linear(k, n, bias=False, device=weight.device, dtype=weight.dtype)
         plain.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
@@ -148,9 +160,10 @@ def quantized_linear(weight: torch.Tensor, fmt: str) -> nn.Module:
 class QuantExperts(nn.Module):
     """The MoE experts' down projections, quantized: act [.., n, E, I] -> [.., n, E, H] (MoEFFN.down's einsum)."""
 
-    def __init__(self, down: torch.Tensor, fmt: str) -> None:  # down [E, I, H]: expert e computes x @ down[e]
-        super().__init__()
-        self.experts = nn.ModuleList(quantized_linear(d.T, fmt) for d in down)  # each [H, I]
+    def __init__(self, down: torch.Tensor, fmt: str, ranges: list[torch.Tensor | None] | None = None) -> None:
+        super().__init__()  # down [E, I, H]: expert e computes x @ down[e]; ranges: each expert's input range [I]
+        ranges = ranges or [None] * len(down)
+        self.experts = nn.ModuleList(quantized_linear(d.T, fmt, r) for d, r in zip(down, ranges))  # each [H, I]
 
     def forward(self, act: torch.Tensor) -> torch.Tensor:
         return torch.stack([expert(act[..., e, :]) for e, expert in enumerate(self.experts)], dim=-2)
@@ -191,9 +204,10 @@ def resolve_weights(choice: str, device: torch.device) -> str:
     return choice
 
 
-def quantize_drafter(drafter: Drafter, fmt: str = "int8") -> Drafter:
-    """A copy of a bound drafter (see ``Drafter.bind_head``) whose matrices and draft head are in ``fmt`` ("int8"
-    or "int4").
+def quantize_drafter(drafter: Drafter, fmt: str = "int8", ranges: dict[str, torch.Tensor] | None = None) -> Drafter:
+    """A copy of a bound drafter (see ``Drafter.bind_head``) whose matrices and draft head are in ``fmt`` ("int8",
+    "int4" or "w8a8"). ``ranges``: w8a8's input range per channel of each matrix, by its name in the copy
+    ("fc", "ffn.down.experts.0", "head", ...; ``core.calibrate.drafting_ranges``).
 
     Norms, the vocabulary map and the bound head kept for reference stay as they are; ``drafter`` is not
     modified. The copy is for inference only (its quantized buffers take no gradient)."""
@@ -201,16 +215,18 @@ def quantize_drafter(drafter: Drafter, fmt: str = "int8") -> Drafter:
         raise ValueError(f"quantized formats are {', '.join(FORMATS)}, got {fmt!r}")
     if drafter.head_weight is None:
         raise RuntimeError("bind the drafter to the target's lm_head before quantizing it (its head is quantized too)")
+    ranges = ranges or {}
     quantized = copy.deepcopy(drafter).eval()
     linears = [(name, module) for name, module in quantized.named_modules() if isinstance(module, nn.Linear)]
     for name, module in linears:
         parent_name, _, attr = name.rpartition(".")
         parent = quantized.get_submodule(parent_name) if parent_name else quantized
-        setattr(parent, attr, quantized_linear(module.weight, fmt))
-    for module in list(quantized.modules()):
+        setattr(parent, attr, quantized_linear(module.weight, fmt, ranges.get(name)))
+    for name, module in list(quantized.named_modules()):
         if isinstance(module, MoEFFN) and isinstance(module.down, nn.Parameter):
             down = module.down
             del module.down  # the Parameter, replaced by a module with the same call
-            module.down = QuantExperts(down.detach(), fmt)
-    quantized.head = quantized_linear(quantized.head_weight, fmt)
+            experts = [ranges.get(f"{name}.down.experts.{e}") for e in range(len(down))]
+            module.down = QuantExperts(down.detach(), fmt, experts)
+    quantized.head = quantized_linear(quantized.head_weight, fmt, ranges.get("head"))
     return quantized

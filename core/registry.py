@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from core.calibrate import drafting_ranges
 from core.card import DrafterCard, drafter_card, read_training
 from core.drafter import Drafter, DrafterMismatchError, config_for_target, load_drafter
 from core.drafting import FeatureProposer
@@ -74,10 +75,12 @@ def attach(drafter: Drafter, target: TargetModel, name: str, trained: bool = Tru
            ) -> FeatureProposer:
     """Put the drafter on the target's device and dtype, bind the frozen head, quantize it all unless ``weights``
     resolves to "native" (see ``build_proposer``), wrap it as a proposer. With w8a8 weights the drafter computes
-    in float32 between its integer matmuls: the kernel takes float32, so bfloat16 would only add conversions."""
+    in float32 between its integer matmuls (the kernel takes float32: bfloat16 would only add conversions), and
+    each matrix's input channels are evened out by their ranges while drafting a fixed text (core.calibrate)."""
     weights = resolve_weights(weights, target.device)
     drafter = drafter.to(device=target.device, dtype=torch.float32 if weights == "w8a8" else target.dtype)
     drafter.bind_head(target.lm_head.weight)
     if weights != "native":
-        drafter = quantize_drafter(drafter, weights)
+        ranges = drafting_ranges(drafter, target, target.embed) if weights == "w8a8" else None
+        drafter = quantize_drafter(drafter, weights, ranges)
     return FeatureProposer(drafter, target.embed, name, trained)

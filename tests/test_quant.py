@@ -78,6 +78,39 @@ def test_w8a8_linear_is_the_dequantized_matmul_within_activation_rounding(dtype)
     assert layer(x[:, :0]).shape == (2, 0, 40)
 
 
+@needs_fbgemm
+def test_w8a8_smoothing_keeps_the_product_and_spares_the_small_channels():
+    torch.manual_seed(7)
+    w = torch.randn(64, 48)
+    x = torch.randn(4, 48)
+    x[:, 3] *= 80  # one outlier input channel, as drafting's inputs have
+    exact = x @ w.T
+    plain, smoothed = W8A8Linear(w), W8A8Linear(w, act_absmax=x.abs().amax(0))
+    assert plain.inv_smooth is None and smoothed.inv_smooth.shape == (48,)
+    err = {name: ((layer(x) - exact).norm() / exact.norm()).item() for name, layer in
+           (("plain", plain), ("smoothed", smoothed))}
+    assert err["smoothed"] < 0.02 and err["smoothed"] < err["plain"] / 2, err
+    small = x.clone()
+    small[:, 3] = 0.0  # without the outlier the smoothed layer still computes the same product
+    assert (smoothed(small) - small @ w.T).norm() / (small @ w.T).norm() < 0.03
+
+
+@needs_fbgemm
+@pytest.mark.parametrize("ffn", ["dense", "moe"])
+def test_w8a8_drafters_are_calibrated_on_every_matrix(tiny_target, ffn):
+    from core.calibrate import drafting_ranges
+
+    native = attach(random_drafter(tiny_target, ffn, seed=3), tiny_target, ffn).drafter.float()
+    ranges = drafting_ranges(native, tiny_target, tiny_target.embed)
+    quantized = attach(random_drafter(tiny_target, ffn, seed=3), tiny_target, ffn, weights="w8a8").drafter
+    layers = {name: m for name, m in quantized.named_modules() if isinstance(m, W8A8Linear)}
+    assert set(ranges) == set(layers) and "head" in layers and ("ffn.down.experts.1" in layers) == (ffn == "moe")
+    for name, layer in layers.items():
+        assert ranges[name].shape == (layer.in_features,) and bool((ranges[name] > 0).any())
+        assert layer.inv_smooth is not None  # every matrix's inputs were evened out
+    assert quantized.dtype == torch.float32  # float32 between the integer matmuls, whatever the target's dtype
+
+
 def test_int4_needs_whole_groups_and_falls_back_to_int8():
     with pytest.raises(ValueError, match="groups of 64"):
         Int4Linear(torch.randn(16, 96))
