@@ -45,7 +45,7 @@ TREE_VARIANTS = ("fixed", "adaptive")  # tree size
 STOP_VARIANTS = ("layerstop", "nolayerstop")  # adaptive drafting also skips a layer that cannot pay for its forward
 SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
 LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the tree, none, or alone when it copies
-WEIGHT_VARIANTS = ("int8", "int4", "w8a8", "native")  # the drafter's weights: quantized (core.quant), or the target's dtype
+WEIGHT_VARIANTS = ("int8", "int4", "w8a8", "native")  # the drafter's weights (core.quant), or the target's dtype
 VARIANTS = TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS + WEIGHT_VARIANTS
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
 # curve<N>: shorter matches look up lookup x (n / ngram)^N tokens; topk<N>, depth<N>, total<N>: the tree's shape

@@ -42,7 +42,7 @@ class DrafterCard:
     feature_layers: tuple[int, ...]  # inner target layers fused into the input; () = the last hidden state only
     draft_vocab: int  # tokens the drafter proposes from
     parameters: int  # its own weights, without the target's frozen embedding and lm_head
-    weights: str  # drafting with "int8" or "int4" weights (core.quant) or "native" ones; stored in floating point
+    weights: str  # drafting with "w8a8", "int8" or "int4" weights (core.quant) or "native" ones; stored in floats
     training: Training | None
 
 

@@ -35,10 +35,10 @@ LOOKUP_RUNS = 1  # runs looked up after a full n-gram match, there
 LOOKUP_MAX = 32  # the longest runs there, while the text is being copied (tuned: benchmarks/RESULTS.md)
 MAX_LOOKUP = 64  # the longest run any setting asks for
 DRAFTER_WEIGHTS = ("auto", "int8", "int4", "w8a8", "native")  # --drafter-weights (core.quant.resolve_weights)
-AUTO_DRAFTER_WEIGHTS = "int8"  # what auto means where the target runs on a CPU (measured: benchmarks/RESULTS.md)
+AUTO_DRAFTER_WEIGHTS = ("w8a8", "int8")  # what auto means on a CPU: the first one it supports (benchmarks/RESULTS.md)
 WEIGHTS_HELP = ("the drafter's weights while drafting: int8 (half the bytes a forward reads), int4 (a quarter), "
-                "w8a8 (int8 weights and activations: FBGEMM's integer kernel, x86 CPUs), native (the target's dtype) "
-                "or auto (int8 where the target runs on a CPU, else native); core.quant")
+                "w8a8 (int8 weights and 8-bit activations: FBGEMM's integer kernel, x86 CPUs), native (the target's "
+                "dtype) or auto (w8a8 on an x86 CPU, int8 on other CPUs, native on a GPU); core.quant")
 
 
 @dataclass(frozen=True)

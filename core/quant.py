@@ -192,11 +192,13 @@ def quantized_supported(device: torch.device) -> bool:
 
 
 def resolve_weights(choice: str, device: torch.device) -> str:
-    """A ``--drafter-weights`` choice -> "int8", "int4" or "native" for a target on ``device``."""
+    """A ``--drafter-weights`` choice -> "w8a8", "int8", "int4" or "native" for a target on ``device``."""
     if choice not in DRAFTER_WEIGHTS:
         raise ValueError(f"drafter weights must be one of {', '.join(DRAFTER_WEIGHTS)}, got {choice!r}")
     if choice == "auto":
-        return AUTO_DRAFTER_WEIGHTS if quantized_supported(device) else "native"
+        if not quantized_supported(device):
+            return "native"
+        return next(fmt for fmt in AUTO_DRAFTER_WEIGHTS if fmt != "w8a8" or w8a8_supported())
     if choice != "native" and not quantized_supported(device):
         raise ValueError(f"{choice} drafter weights run on a CPU only, the target is on {device.type}")
     if choice == "w8a8" and not w8a8_supported():

@@ -123,7 +123,7 @@ def test_int4_needs_whole_groups_and_falls_back_to_int8():
         plain = quantized_linear(odd, fmt)  # stays a plain matrix, frozen
         assert type(plain) is torch.nn.Linear and not plain.weight.requires_grad
         assert torch.equal(plain(x), x @ odd.T)
-    assert resolve_weights("auto", torch.device("cpu")) == "int8"
+    assert resolve_weights("auto", torch.device("cpu")) == ("w8a8" if w8a8_supported() else "int8")
     assert resolve_weights("auto", torch.device("cuda")) == "native"
     assert resolve_weights("w8a8", torch.device("cpu")) == "w8a8" or not w8a8_supported()
     with pytest.raises(ValueError, match="CPU only"):
@@ -209,7 +209,7 @@ def test_quantized_drafters_are_lossless(tiny_target, ffn, name, tree, fmt):
 
 
 def test_build_proposer_quantizes_on_the_cpu_unless_told(tiny_target):
-    assert weights_name(build_proposer("eagle", tiny_target).drafter) == "int8"  # the CPU default
+    assert weights_name(build_proposer("eagle", tiny_target).drafter) == ("w8a8" if w8a8_supported() else "int8")
     assert weights_name(build_proposer("jakiro", tiny_target, weights="native").drafter) == "native"
     assert weights_name(None) is None
 

@@ -47,6 +47,9 @@ PRECISION = {
             "forward reads, a quarter of a float32 one",
     "int4": "int4, a scale and an offset per 64 inputs, its head included (a quarter of the "
             "bytes a bfloat16 forward reads, an eighth of a float32 one",
+    "w8a8": "int8, one scale per row, its head included, and each matrix's inputs rounded to 8 bits too, "
+            "their channels evened out by the ranges measured while drafting a fixed text (integer matrix "
+            "products: a drafter forward 1.3-2.4x faster than with int8 weights alone on this CPU",
 }
 
 
