@@ -48,7 +48,7 @@ def drafting_ranges(drafter: Drafter, target: TargetModel, embed: Embed) -> dict
     try:
         proposer = FeatureProposer(rough, embed, "calibration")
         prompt = target.encode_chat(CALIBRATION_PROMPT)
-        ids = prompt + target.encode_text(CALIBRATION_ANSWER, split_special=False)
+        ids = (prompt + target.encode_text(CALIBRATION_ANSWER, split_special=False))[: target.max_context - 8]
         out = target.forward(torch.tensor(ids), torch.arange(len(ids)), target.new_cache(),
                              taps=drafter.cfg.feature_layers)
         features = out.drafter_features()  # [n, (K+1)H]
