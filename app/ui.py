@@ -25,6 +25,7 @@ CSS = """
 #counters table { font-size: 0.92em; }
 #counters td, #counters th { padding: 3px 8px; }
 .token-text .textfield { max-height: 240px; overflow-y: auto; }
+#drafter-cards td:first-child { min-width: 9em; word-break: normal; }
 """
 INTRO = (
     "## Jakiro explorer: MoE vs single-head speculative decoding\n"
