@@ -1,12 +1,14 @@
-"""Quantized drafter weights (int8 or int4, weight-only): fewer bytes for a drafter forward to read.
+"""Quantized drafter weights: w8a8 (int8 weights and activations), or int8 / int4 weights alone.
 
-On a CPU a drafter forward is memory bound: each matrix costs what reading it costs (benchmarks/RESULTS.md,
-"What a drafter forward costs"), half of it the draft vocabulary's rows of the target's lm_head. Stored as int8
-with one scale per output row (half the bytes of bfloat16), or as int4 with a scale and an offset per group of 64
-inputs (a quarter), every matrix is multiplied by ``torch``'s CPU kernels for them
-(``aten._weight_int8pack_mm`` / ``aten._weight_int4pack_mm_for_cpu``, the ones gpt-fast uses on CPUs). Only the
-drafter is quantized: its proposals change by rounding, the target verifies them as before, so decoding stays
-exactly as lossless as it was.
+A drafter forward on a CPU reads ~10-20 MB of matrices, half of them the draft vocabulary's rows of the target's
+lm_head (benchmarks/RESULTS.md, "What a drafter forward costs"). Stored as int8 with one scale per output row
+(half the bytes of bfloat16), or as int4 with a scale and an offset per group of 64 inputs (a quarter), every
+matrix is multiplied by ``torch``'s CPU kernels for them (``aten._weight_int8pack_mm`` /
+``aten._weight_int4pack_mm_for_cpu``, the ones gpt-fast uses on CPUs). Those kernels turned out arithmetic bound
+at drafting's 1-16 rows; w8a8 (the default where FBGEMM runs, since session 20) also rounds each call's inputs to
+8 bits, after evening out their channels (``core.calibrate``), so FBGEMM's integer kernel does the product, 3-5x
+faster. Only the drafter is quantized: its proposals change by rounding, the target verifies them as before, so
+decoding stays exactly as lossless as it was.
 """
 from __future__ import annotations
 
