@@ -249,8 +249,9 @@ def test_the_drafter_weights_flag_reaches_the_engines(monkeypatch):
         build_parser().parse_args(["generate", "--prompt", "hi", "--drafter-weights", "int2"])
 
 
-def test_a_quantized_jakiro_drafter_keeps_the_target_distribution(tiny_target):
-    """Sampling at temperature 1 with an int8 MoE drafter (hybrid schedule): the first two tokens are distributed as
+@pytest.mark.parametrize("fmt", ["int8", pytest.param("w8a8", marks=needs_fbgemm)])
+def test_a_quantized_jakiro_drafter_keeps_the_target_distribution(tiny_target, fmt):
+    """Sampling at temperature 1 with a quantized MoE drafter (hybrid schedule): the first two tokens are distributed as
     the target's own (chi-square over every pair the target can give)."""
     from scipy.stats import chisquare
 
@@ -267,7 +268,7 @@ def test_a_quantized_jakiro_drafter_keeps_the_target_distribution(tiny_target):
     p1 = probs(prompt)
     firsts = p1.nonzero().flatten().tolist()
     p2 = {x: probs(prompt + [x]) for x in firsts}
-    proposer = attach(random_drafter(tiny_target, "moe", seed=2), tiny_target, "moe", weights="int8")
+    proposer = attach(random_drafter(tiny_target, "moe", seed=2), tiny_target, "moe", weights=fmt)
     decoder = SpecDecoder(tiny_target, proposer)
     tree = TreeConfig(top_k=2, depth=2, total_tokens=4, schedule="hybrid")
     draws, counts = 600, {}
