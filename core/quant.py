@@ -121,7 +121,8 @@ class W8A8Linear(nn.Module):
             qweight = torch._make_per_channel_quantized_tensor(q, scales.double(), zeros, 0)
             self.packed = torch.ops.quantized.linear_prepack(qweight, None)  # FBGEMM's packed layout, not a tensor
         self.out_features, self.in_features = q.shape
-        self.register_buffer("qweight", q)  # [N, K] int8: what the packed kernel holds, for inspection (never read)
+        self.register_buffer("qweight", q)  # [N, K] int8: what the packed kernel holds; forward never reads it, but
+        # as an int8 buffer it is what makes save_drafter refuse a quantized copy (the packed object is no tensor)
         self.register_buffer("scales", scales)  # [N] float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
