@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tqdm import tqdm
 
 from core.target import TargetModel
 
@@ -160,35 +161,41 @@ def record_features(target: TargetModel, sequences: list[Sequence], path: Path, 
     if any(not 1 <= layer < layers for layer in taps):
         raise ValueError(f"--taps must name inner layers between 1 and {layers - 1}, got {list(taps)}")
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].ids))
-    hidden: list[torch.Tensor | None] = [None] * len(sequences)
-    tapped: list[torch.Tensor | None] = [None] * len(sequences)
-    i = 0
-    while i < len(order):
-        j = i
-        while j < len(order) and (j - i + 1) * len(sequences[order[j]].ids) <= batch_tokens:
-            j += 1
-        j = max(j, i + 1)
-        batch = [sequences[k] for k in order[i:j]]
-        width = max(len(s.ids) for s in batch)
-        ids = torch.tensor([s.ids + [0] * (width - len(s.ids)) for s in batch])
-        attn = torch.tensor([[1] * len(s.ids) + [0] * (width - len(s.ids)) for s in batch])
-        out = target.decoder(input_ids=ids.to(target.device), attention_mask=attn.to(target.device),
-                             output_hidden_states=bool(taps))
-        inner = torch.cat([out.hidden_states[layer] for layer in taps], dim=-1) if taps else None  # [B, L, K*H]
-        for row, k in enumerate(order[i:j]):
-            hidden[k] = out.last_hidden_state[row, : len(sequences[k].ids)].to(torch.bfloat16).cpu()
-            if inner is not None:
-                tapped[k] = inner[row, : len(sequences[k].ids)].to(torch.bfloat16).cpu()
-        i = j
     lengths = torch.tensor([len(s.ids) for s in sequences])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    width_h = int(target.config.hidden_size)
+    # written in place, batch by batch: one copy of the features in memory, not two
+    hidden = torch.empty(int(offsets[-1]), width_h, dtype=torch.bfloat16)  # [T, H]
+    tapped = torch.empty(int(offsets[-1]), len(taps) * width_h, dtype=torch.bfloat16) if taps else None  # [T, K*H]
+    i = 0
+    with tqdm(total=int(offsets[-1]), unit="tok", desc="features", mininterval=10) as bar:
+        while i < len(order):
+            j = i
+            while j < len(order) and (j - i + 1) * len(sequences[order[j]].ids) <= batch_tokens:
+                j += 1
+            j = max(j, i + 1)
+            batch = [sequences[k] for k in order[i:j]]
+            width = max(len(s.ids) for s in batch)
+            ids = torch.tensor([s.ids + [0] * (width - len(s.ids)) for s in batch])
+            attn = torch.tensor([[1] * len(s.ids) + [0] * (width - len(s.ids)) for s in batch])
+            out = target.decoder(input_ids=ids.to(target.device), attention_mask=attn.to(target.device),
+                                 output_hidden_states=bool(taps))
+            inner = torch.cat([out.hidden_states[layer] for layer in taps], dim=-1) if taps else None  # [B, L, K*H]
+            for row, k in enumerate(order[i:j]):
+                a, n = int(offsets[k]), len(sequences[k].ids)
+                hidden[a : a + n] = out.last_hidden_state[row, :n].to(torch.bfloat16).cpu()
+                if tapped is not None and inner is not None:
+                    tapped[a : a + n] = inner[row, :n].to(torch.bfloat16).cpu()
+            bar.update(sum(len(s.ids) for s in batch))
+            i = j
     tensors = {
         "ids": torch.tensor([t for s in sequences for t in s.ids], dtype=torch.int64),
         "loss_mask": torch.tensor([t for s in sequences for t in s.loss_mask], dtype=torch.bool),
-        "hidden": torch.cat(hidden),  # type: ignore[arg-type]
-        "offsets": torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]),
+        "hidden": hidden,
+        "offsets": offsets,
     }
-    if taps:
-        tensors["taps"] = torch.cat(tapped)  # type: ignore[arg-type]
+    if tapped is not None:
+        tensors["taps"] = tapped
         metadata = {**(metadata or {}), "tap_layers": json.dumps(list(taps))}
     save_file(tensors, str(path), metadata=metadata)
 
