@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from core.hardware import resolve_dtype_name
 from core.models import resolve_target
 
 DTYPE_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -27,9 +28,11 @@ def pick_device() -> torch.device:
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Validate a dtype name for ``device`` (float16 on the CPU is slow and lossy, so refused)."""
+    """Validate a dtype name for ``device`` (float16 on the CPU is slow and lossy, so refused); ``auto`` is bfloat16
+    where ``device`` computes it natively and float32 elsewhere (``core.hardware``)."""
+    name = resolve_dtype_name(name, device)
     if name not in DTYPE_BY_NAME:
-        raise ValueError(f"dtype must be one of {sorted(DTYPE_BY_NAME)}, got {name!r}")
+        raise ValueError(f"dtype must be one of {sorted(DTYPE_BY_NAME)} or auto, got {name!r}")
     if name == "float16" and device.type == "cpu":
         raise ValueError("float16 is not supported on the CPU; use float32 or bfloat16")
     return DTYPE_BY_NAME[name]

@@ -16,7 +16,10 @@ from core.registry import attach
 from core.trace import summarize
 from core.train.data import Sequence, encode_conversation, load_features, record_features, recorded_taps
 from core.train.losses import drafter_loss
-from core.train.loop import TrainConfig, _save_checkpoint, collate, draft_vocabulary, make_batches, step_loss, train
+from core.hardware import native_bf16
+from core.target import pick_dtype
+from core.train.loop import (TrainConfig, _save_checkpoint, collate, draft_vocabulary, make_batches, resolve_precision,
+                             step_loss, train)
 from core.train.unroll import StackedKV, shift_predictions, unroll_mask
 from core.registry import random_drafter
 
@@ -209,6 +212,7 @@ def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
         train(tiny_target, features, dataclasses.replace(cfg, holdout_scheme="global"), tmp_path / "run")
     assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == state["step"]
     history = state["history"]
+    assert {h["precision"] for h in history} == {resolve_precision("auto", tiny_target.device)}
     assert history[-1]["loss"] < history[0]["loss"] + 1e-6
     assert 0 <= history[-1]["top1_unrolled"] <= 1
     drafter = load_drafter(tmp_path / "run", tiny_target.fingerprint(), tiny_target.vocab_size).to(tiny_target.device)
@@ -220,6 +224,24 @@ def test_fit_resume_and_use(tiny_target, features, tmp_path, ffn, unroll):
     plain = summarize(SpecDecoder(tiny_target).generate("Count from 3 please.", EngineConfig(max_new_tokens=24)))
     spec = summarize(decoder.generate("Count from 3 please.", EngineConfig(max_new_tokens=24, tree=tree)))
     assert spec.text_tokens == plain.text_tokens
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch, native):
+    """An Ice Lake Xeon emulates bfloat16 (feature recording ran ~4x slower than in float32), so ``auto`` (the
+    default of feature recording and of training's mixed precision) falls back to float32 there."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    cpu = torch.device("cpu")
+    assert native_bf16(cpu) is native
+    assert pick_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    assert pick_dtype("float32", cpu) == torch.float32 and pick_dtype("bfloat16", cpu) == torch.bfloat16
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ConfigError, match="precision must be one of auto, bf16, fp32, got 'fp16'"):
+        TrainConfig(ffn="moe", precision="fp16")
+    with pytest.raises(ValueError, match="or auto, got 'float8'"):
+        pick_dtype("float8", cpu)
 
 
 def _check_scores_by_depth(drafter, target, features, cfg, final):

@@ -44,7 +44,8 @@ def add_parser(subparsers) -> None:
 
     feat = stages.add_parser("features", help="record the target's features on the training sequences")
     feat.add_argument("--target", default=DEFAULT_TARGET)
-    feat.add_argument("--dtype", default="bfloat16")
+    feat.add_argument("--dtype", default="auto", help="the target's dtype while recording (auto: bfloat16 where "
+                                                       "the hardware has it, else float32)")
     feat.add_argument("--answers", type=Path, nargs="+", default=answer_folders,
                       help="answer folders (missing ones are skipped)")
     feat.add_argument("--chitchat", type=int, default=0, help="also teacher-force this many human conversations")
@@ -102,7 +103,7 @@ def add_parser(subparsers) -> None:
                           "start with a fresh optimizer and schedule; a dense one with --ffn moe is upcycled (its "
                           "MLP split into the two experts, the same function)")
     fit.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
-    from core.train.loop import HOLDOUT_SCHEMES, TrainConfig
+    from core.train.loop import HOLDOUT_SCHEMES, PRECISIONS, TrainConfig
 
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -110,6 +111,9 @@ def add_parser(subparsers) -> None:
             fit.add_argument(flag, required=True, choices=["dense", "moe"])
         elif f.name == "holdout_scheme":
             fit.add_argument(flag, default=f.default, choices=list(HOLDOUT_SCHEMES))
+        elif f.name == "precision":
+            fit.add_argument(flag, default=f.default, choices=list(PRECISIONS),
+                             help="bf16 mixed precision, fp32, or auto: bf16 where the hardware has it")
         elif f.name == "feature_layers":
             fit.add_argument(flag, type=parse_layers, default=f.default,
                              help="inner target layers fused into the drafter's input, e.g. 3,15,22 (EAGLE-3)")

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from core.config import ConfigError
 from core.drafter import (Drafter, add_feature_layers, add_layers, config_for_target, load_drafter, save_drafter,
                            upcycle_experts, widen_experts)
+from core.hardware import native_bf16
 from core.kv import LayerCaches
 from core.target import TargetModel
 from core.train.data import FeatureSet
@@ -31,6 +32,7 @@ from core.train.vocab import ranked_vocabulary
 
 
 HOLDOUT_SCHEMES = ("per-folder", "global")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 ADDED_PARTS = ("fuse.", "blocks.")  # parameters a warm start may add; they learn at lr * added_lr_scale
@@ -71,11 +73,15 @@ class TrainConfig:
     holdout_scheme: str = "per-folder"
     checkpoint_every: int = 100
     seed: int = 0
+    precision: str = "auto"  # matrix products: "bf16" (mixed precision), "fp32", or "auto": bf16 where the hardware
+    # has it (core.hardware), fp32 where bfloat16 would be emulated and slower
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_layers", tuple(self.feature_layers))  # a list when read from JSON
         if self.ffn not in ("dense", "moe"):
             raise ConfigError(f"ffn must be 'dense' or 'moe', got {self.ffn!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not (self.epochs > 0 and self.lr > 0 and self.batch_tokens >= 64 and self.added_lr_scale > 0):
             raise ConfigError("epochs, lr and added_lr_scale must be positive and batch_tokens >= 64")
         if not 1 <= self.num_layers <= 4:
@@ -325,13 +331,21 @@ def holdout_split(data: FeatureSet, cfg: TrainConfig) -> tuple[list[int], list[i
     return split_holdout(groups, cfg.holdout_every)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``precision`` itself, or for ``auto`` bf16 where ``device`` computes bfloat16 natively and fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, max_minutes: float | None = None,
           init: Path | None = None) -> dict:
     """Train (or resume) a drafter in ``run``; returns the final state with its evaluation.
 
     ``init``: a new run starts from this trained drafter (its weights and draft vocabulary) instead of a random
     one, with a fresh optimizer and schedule (a warm start; ignored when ``run`` resumes)."""
-    accelerator = Accelerator(cpu=target.device.type == "cpu", mixed_precision="bf16")
+    precision = resolve_precision(cfg.precision, target.device)
+    accelerator = Accelerator(cpu=target.device.type == "cpu", mixed_precision="bf16" if precision == "bf16" else "no")
     torch.manual_seed(cfg.seed)
     lengths = [int(data.offsets[i + 1] - data.offsets[i]) for i in range(len(data))]
     holdout, train_idx = holdout_split(data, cfg)
@@ -397,7 +411,8 @@ def train(target: TargetModel, data: FeatureSet, cfg: TrainConfig, run: Path, ma
                             deep=f"{parts[-1].top1:.2f}")
             if state["step"] % cfg.checkpoint_every == 0 or state["step"] >= total_steps:
                 if accelerator.is_main_process:
-                    state["history"].append({"step": state["step"], **evaluate(model, embed, data, holdout[:60], cfg)})
+                    state["history"].append({"step": state["step"], "precision": precision,
+                                             **evaluate(model, embed, data, holdout[:60], cfg)})
                     _save_checkpoint(run, model, optimizer, state, cfg)
                     bar.write(json.dumps(state["history"][-1]))
             if state["step"] >= total_steps or (max_minutes and time.time() - t0 > max_minutes * 60):
