@@ -38,7 +38,8 @@ START_ERRORS = (StartupError, ModelSourceError, ValueError, OSError)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--target", default=DEFAULT_TARGET, help="HF hub id (in the local cache) or local model folder")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                   help="auto: bfloat16 where the hardware computes it natively, else float32")
     p.add_argument("--drafters", default="jakiro,eagle",
                    help="one or two comma-separated drafters: jakiro, eagle or the path of a saved drafter folder")
     p.add_argument("--drafter-weights", choices=DRAFTER_WEIGHTS, default="auto", help=WEIGHTS_HELP)

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from core.config import LOOKUP_TOKENS, ConfigError, EngineConfig, TreeConfig, to_dict
 from core.engine import SpecDecoder
+from core.hardware import native_bf16
 from core.quant import weights_name
 from core.registry import build_proposer
 from core.target import TargetModel
@@ -473,6 +474,7 @@ def machine_info(target: TargetModel) -> dict[str, Any]:
 
     info = {
         "cpu": _cpu_model(),
+        "native_bf16": native_bf16(target.device),  # bfloat16 runs emulated (slow) where this is false
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

@@ -25,7 +25,8 @@ DRAFTER_ADVICE = (
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=DEFAULT_TARGET, help="HF hub id (in the local cache) or local folder")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                   help="auto: bfloat16 where the hardware computes it natively, else float32")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint folder")
 
