@@ -157,7 +157,8 @@ def cmd_features(args: argparse.Namespace) -> int:
         raise ValueError(f"no training sequences: run `python -m core train answers` first (looked in {args.answers})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     counts = {name: len(seqs) for name, seqs in per_folder.items()}
-    record_features(target, sequences, args.out, metadata={"answer_counts": json.dumps(counts)},
+    record_features(target, sequences, args.out, metadata={"answer_counts": json.dumps(counts),
+                                                            "target_dtype": str(target.dtype).removeprefix("torch.")},
                     taps=parse_layers(args.taps))
     tokens = sum(len(s.ids) for s in sequences)
     print(f"recorded {len(sequences)} sequences, {tokens} tokens -> {args.out}")
