@@ -2,8 +2,9 @@
 
 A CPU without AVX512-BF16 or AMX (e.g. an Ice Lake Xeon) emulates bfloat16 matrix products: on this project's
 Intel machine (session 22) recording the target's features ran at ~125 tokens/s in bfloat16 against ~510 in
-float32, one core each, and a Jakiro training step took 50 s in bf16 mixed precision against 14-16 s in fp32. So the commands that default to bfloat16 for speed (feature recording, training's mixed precision) ask here
-first and fall back to float32 where bfloat16 would only be slower.
+float32, one core each, and a Jakiro training step took 50 s in bf16 mixed precision against 14-16 s in fp32.
+So the commands that default to bfloat16 for speed (feature recording, training's mixed precision) ask here first
+and fall back to float32 where bfloat16 would only be slower.
 """
 from __future__ import annotations
 
