@@ -18,7 +18,7 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
-from core.config import DRAFTER_WEIGHTS, WEIGHTS_HELP  # noqa: E402
+from core.config import DRAFTER_WEIGHTS, DTYPE_CHOICES, WEIGHTS_HELP  # noqa: E402
 from core.models import DEFAULT_TARGET, ModelSourceError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ START_ERRORS = (StartupError, ModelSourceError, ValueError, OSError)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--target", default=DEFAULT_TARGET, help="HF hub id (in the local cache) or local model folder")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
                    help="auto: bfloat16 where the hardware computes it natively, else float32")
     p.add_argument("--drafters", default="jakiro,eagle",
                    help="one or two comma-separated drafters: jakiro, eagle or the path of a saved drafter folder")

@@ -8,8 +8,8 @@ import time
 from typing import Sequence
 
 from core.bench import add_parser as add_bench_parser
-from core.config import (LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, DRAFTER_WEIGHTS, WEIGHTS_HELP, ConfigError,
-                         EngineConfig, FallbackConfig, SamplingConfig, TreeConfig)
+from core.config import (LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, DRAFTER_WEIGHTS, DTYPE_CHOICES, WEIGHTS_HELP,
+                         ConfigError, EngineConfig, FallbackConfig, SamplingConfig, TreeConfig)
 from core.drafter import DrafterMismatchError
 from core.models import DEFAULT_TARGET, ModelSourceError
 from core.target import PromptError
@@ -25,7 +25,7 @@ DRAFTER_ADVICE = (
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=DEFAULT_TARGET, help="HF hub id (in the local cache) or local folder")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
                    help="auto: bfloat16 where the hardware computes it natively, else float32")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint folder")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 FfnKind = Literal["dense", "moe"]
 Schedule = Literal["standard", "hybrid"]
 DTYPES = ("float32", "bfloat16", "float16")
+DTYPE_CHOICES = (*DTYPES, "auto")  # what --dtype takes; auto: bfloat16 where native, else float32 (core.hardware)
 MAX_TREE_NODES = 512
 
 

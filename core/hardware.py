@@ -22,11 +22,9 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def fast_dtype_name(device: torch.device | str = "cpu") -> str:
-    """The dtype a throughput-bound job should run the target in on ``device``: bfloat16 where native, else float32."""
-    return "bfloat16" if native_bf16(device) else "float32"
-
-
 def resolve_dtype_name(name: str, device: torch.device | str = "cpu") -> str:
-    """``name`` itself, or for ``auto`` the fast dtype of ``device``."""
-    return fast_dtype_name(device) if name == "auto" else name
+    """``name`` itself, or for ``auto`` the dtype a throughput-bound job should run in on ``device``: bfloat16
+    where native, else float32."""
+    if name != "auto":
+        return name
+    return "bfloat16" if native_bf16(device) else "float32"
