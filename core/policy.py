@@ -17,6 +17,7 @@ class FallbackState:
     spec_ms: list[float] = field(default_factory=list)  # their draft + verify + commit time
     plain_ms: float | None = None  # running mean of a plain step
     cooldown_left: int = 0
+    failed_probes: int = 0  # windows in a row that did not pay: the next cooldown is cooldown x 2^this (capped)
     last_note: str = ""
 
 
@@ -44,9 +45,15 @@ def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
     if state.cooldown_left > 0:
         return "plain", f"fallback: plain decoding for {state.cooldown_left} more steps, then probe again"
     gain = expected_speedup(state)
-    if gain is not None and len(state.spec_ms) >= cfg.window and gain < cfg.margin:
-        state.cooldown_left = cfg.cooldown
-        state.spec_tokens, state.spec_ms = [], []
-        return "plain", (f"fallback: the last {cfg.window} cycles ran at {gain:.2f}x plain decoding "
-                         f"(break-even {cfg.margin:.2f}x); decoding plainly for {cfg.cooldown} steps")
-    return "spec", ""
+    if gain is None or len(state.spec_ms) < cfg.window:
+        return "spec", ""
+    if gain >= cfg.margin:
+        state.failed_probes = 0
+        return "spec", ""
+    # A probe costs about a window of cycles that do not pay; where speculation keeps failing (sampling at a high
+    # temperature), probing as often as at first would make the drafter a net loss, so the wait doubles each time.
+    state.cooldown_left = min(cfg.cooldown * 2 ** min(state.failed_probes, 16), cfg.max_cooldown)
+    state.failed_probes += 1
+    state.spec_tokens, state.spec_ms = [], []
+    return "plain", (f"fallback: the last {cfg.window} cycles ran at {gain:.2f}x plain decoding "
+                     f"(break-even {cfg.margin:.2f}x); decoding plainly for {state.cooldown_left} steps")

@@ -25,6 +25,36 @@ def test_slow_cycles_switch_to_plain_then_probe_again():
     assert decide(state, CFG)[0] == "spec"  # probe again
 
 
+def test_probes_that_keep_failing_back_off_and_a_paying_one_resets():
+    cfg = FallbackConfig(window=2, cooldown=3, max_cooldown=10)
+    state = FallbackState(plain_ms=40.0)
+    waits = []
+    for _ in range(4):  # four failed probes: the wait doubles, then stops at max_cooldown
+        for _ in range(2):
+            assert decide(state, cfg)[0] == "spec"
+            record_step(state, "spec", emitted=1, ms=60.0, cfg=cfg)
+        mode, why = decide(state, cfg)
+        assert mode == "plain" and f"for {state.cooldown_left} steps" in why
+        waits.append(state.cooldown_left)
+        while state.cooldown_left:
+            assert decide(state, cfg)[0] == "plain"
+            record_step(state, "plain", emitted=1, ms=40.0, cfg=cfg)
+    assert waits == [3, 6, 10, 10]
+    for _ in range(2):  # a probe that pays keeps speculating and resets the back-off
+        assert decide(state, cfg)[0] == "spec"
+        record_step(state, "spec", emitted=4, ms=60.0, cfg=cfg)
+    assert decide(state, cfg)[0] == "spec" and state.failed_probes == 0
+    for _ in range(3):  # two slow cycles outweigh the window's good ones: the first wait again
+        record_step(state, "spec", emitted=1, ms=100.0, cfg=cfg)
+    assert decide(state, cfg)[0] == "plain" and state.cooldown_left == 3
+
+
+def test_max_cooldown_below_cooldown_is_refused():
+    import pytest
+    with pytest.raises(ValueError, match="max_cooldown"):
+        FallbackConfig(cooldown=12, max_cooldown=4)
+
+
 def test_good_cycles_keep_speculating():
     state = FallbackState(plain_ms=40.0)
     for _ in range(10):
