@@ -1,6 +1,8 @@
 """The fallback policy: plain decoding while speculation measurably does not pay, then a probe."""
 from dataclasses import replace
 
+import pytest
+
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.config import FallbackConfig
@@ -44,13 +46,12 @@ def test_probes_that_keep_failing_back_off_and_a_paying_one_resets():
         assert decide(state, cfg)[0] == "spec"
         record_step(state, "spec", emitted=4, ms=60.0, cfg=cfg)
     assert decide(state, cfg)[0] == "spec" and state.failed_probes == 0
-    for _ in range(3):  # two slow cycles outweigh the window's good ones: the first wait again
+    for _ in range(3):  # slow cycles fill the window again: the first wait, not a longer one
         record_step(state, "spec", emitted=1, ms=100.0, cfg=cfg)
     assert decide(state, cfg)[0] == "plain" and state.cooldown_left == 3
 
 
 def test_max_cooldown_below_cooldown_is_refused():
-    import pytest
     with pytest.raises(ValueError, match="max_cooldown"):
         FallbackConfig(cooldown=12, max_cooldown=4)
 
