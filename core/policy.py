@@ -52,7 +52,7 @@ def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
         return "spec", ""
     # A probe costs about a window of cycles that do not pay; where speculation keeps failing (sampling at a high
     # temperature), probing as often as at first would make the drafter a net loss, so the wait doubles each time.
-    state.cooldown_left = min(cfg.cooldown * 2 ** min(state.failed_probes, 16), cfg.max_cooldown)
+    state.cooldown_left = min(cfg.cooldown << state.failed_probes, cfg.max_cooldown)
     state.failed_probes += 1
     state.spec_tokens, state.spec_ms = [], []
     return "plain", (f"fallback: the last {cfg.window} cycles ran at {gain:.2f}x plain decoding "
