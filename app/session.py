@@ -13,10 +13,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from core.card import DrafterCard, drafter_card
-from core.config import LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, EngineConfig, SamplingConfig, TreeConfig
+from core.config import (LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, ConfigError, EngineConfig, FallbackConfig,
+                         SamplingConfig, TreeConfig)
 from core.drafting import FeatureProposer
 from core.engine import SpecDecoder
 from core.registry import build_proposer, describe
@@ -40,20 +41,55 @@ class Engines:
     # held while a decoder computes one record: a generation the user stopped may still be finishing its step
     # in a worker thread when the next one starts on the same decoders (their drafter caches are shared)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    # the same target and drafters in another dtype, loaded on first use (None: only this dtype is offered)
+    load_dtype: Callable[[str], Engines] | None = field(default=None, repr=False, compare=False)
+    _variants: dict[str, Engines] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.target.dtype).removeprefix("torch.")
 
     @property
     def device(self) -> str:
-        return f"{self.target.device.type}, {str(self.target.dtype).removeprefix('torch.')}"
+        return f"{self.target.device.type}, {self.dtype}"
+
+    def dtype_choices(self) -> list[str]:
+        """The dtypes a user may pick: this one first, then the others this device computes (float16 only on a
+        GPU: CPUs emulate it)."""
+        if self.load_dtype is None:
+            return [self.dtype]
+        usable = ("float32", "bfloat16", "float16") if self.target.device.type == "cuda" else ("float32", "bfloat16")
+        return [self.dtype, *(d for d in usable if d != self.dtype)]
+
+    def is_loaded(self, dtype: str) -> bool:
+        return dtype == self.dtype or dtype in self._variants
+
+    def for_dtype(self, dtype: str) -> Engines:
+        """These engines in ``dtype``: loaded (and warmed up) the first time, then kept; raises ConfigError for a
+        dtype not offered. Slow the first time: the caller says so to the user."""
+        if dtype == self.dtype:
+            return self
+        if dtype not in self.dtype_choices():
+            raise ConfigError(f"dtype must be one of {', '.join(self.dtype_choices())}, got {dtype!r}")
+        with self.lock:  # one load at a time; generation steps wait for it
+            if dtype not in self._variants:
+                engines = self.load_dtype(dtype)
+                warm_up(engines)
+                self._variants[dtype] = engines
+        return self._variants[dtype]
 
 
 def load_engines(target: str, dtype: str = "float32", drafters: list[str] | None = None, seed: int = 0,
-                 weights: str = "auto") -> Engines:
+                 weights: str = "auto", other_dtypes: bool = True) -> Engines:
     """Load the target once and build every proposer on it (slow: call at start-up only); ``weights`` as in
-    ``build_proposer``."""
+    ``build_proposer``. With ``other_dtypes`` the same models may be loaded again in another dtype on demand."""
     model = TargetModel.load(target, dtype=dtype)
     proposers = {spec: build_proposer(spec, model, seed, weights) for spec in (drafters or ["jakiro", "eagle"])}
     cards = [describe(spec, proposer) for spec, proposer in proposers.items() if proposer is not None]
-    return engines_for(model, proposers, cards)
+    engines = engines_for(model, proposers, cards)
+    if other_dtypes:
+        engines.load_dtype = lambda other: load_engines(target, other, drafters, seed, weights, other_dtypes=False)
+    return engines
 
 
 def engines_for(target: TargetModel, proposers: dict[str, Any], cards: list[DrafterCard] | None = None) -> Engines:
@@ -90,6 +126,7 @@ class Settings:
     lookup: int = LOOKUP_TOKENS  # tokens copied from earlier in the context into the tree; 0 = off
     lookup_runs: int = LOOKUP_RUNS  # runs copied after a full n-gram match
     lookup_max: int = LOOKUP_MAX  # runs grow up to this while text is copied (<= lookup: no growth)
+    fallback: bool = True  # decode plainly while speculation measurably does not pay (core.policy)
     seed: int = 0
 
 
@@ -108,6 +145,7 @@ def engine_config(settings: Settings, moe: bool) -> EngineConfig:
             lookup_max=settings.lookup_max,
         ),
         sampling=SamplingConfig(temperature=settings.temperature, top_p=settings.top_p),
+        fallback=FallbackConfig(enabled=settings.fallback),
         max_new_tokens=settings.max_new_tokens,
         seed=settings.seed,
     )
@@ -151,12 +189,14 @@ def _one_step_at_a_time(stream: Iterator[dict], lock: threading.Lock) -> Iterato
 
 def run_all(
     engines: Engines, prompt: str, settings: Settings, session: Session, min_interval_s: float = 0.2
-) -> Iterator[str]:
-    """Run every method on ``prompt`` in turn, appending records to ``session.traces`` (mutated).
+) -> Iterator[tuple[str, ...]]:
+    """Run every method on ``prompt`` side by side, one step of each in turn, appending records to
+    ``session.traces`` (mutated); each record's timings are its own model time, so taking turns changes no
+    method's tokens/s, and plain decoding's speed is known from its first steps.
 
-    Yields the running method's name when the UI should refresh: at most every ``min_interval_s``
-    and after each method's last record. Raises ConfigError/PromptError/ValueError before any
-    record when the settings or the prompt cannot be used.
+    Yields the methods still running when the UI should refresh: at most every ``min_interval_s`` and
+    after each method's last record. Raises ConfigError/PromptError/ValueError before any record when
+    the settings or the prompt cannot be used.
     """
     configs = {name: engine_config(settings, is_moe(d)) for name, d in engines.decoders.items()}
     for name, decoder in engines.decoders.items():
@@ -164,20 +204,23 @@ def run_all(
             decoder.proposer.check_tree(configs[name].tree)
     engines.target.encode_chat(prompt)  # raises PromptError for an empty or too long prompt
     session.source = "generated"
-    for name in engines.decoders:
+    streams = {name: _one_step_at_a_time(decoder.stream(prompt, configs[name]), engines.lock)
+               for name, decoder in engines.decoders.items()}
+    for name in streams:
         session.traces[name] = []
     last = 0.0
-    for name, decoder in engines.decoders.items():
-        records = session.traces[name]
-        for record in _one_step_at_a_time(decoder.stream(prompt, configs[name]), engines.lock):
-            records.append(record)
+    while streams:
+        for name, stream in list(streams.items()):
+            record = next(stream, None)
+            if record is not None:
+                session.traces[name].append(record)
+            else:
+                del streams[name]
+                session.texts[name] = engines.target.decode(summarize(session.traces[name]).text_tokens)
             now = time.perf_counter()
-            if now - last >= min_interval_s:
+            if record is None or now - last >= min_interval_s:
                 last = now
-                yield name
-        session.texts[name] = engines.target.decode(summarize(records).text_tokens)
-        last = time.perf_counter()
-        yield name
+                yield tuple(streams)
 
 
 def export_files(session: Session) -> list[str]:

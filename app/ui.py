@@ -5,13 +5,14 @@ from typing import Any
 
 import gradio as gr
 
-from core.config import ConfigError
+from core.config import ConfigError, advisories
 from core.target import PromptError
 from core.trace import TraceError
 
 from app.views import drafters, stats, style, text, tree
 from app.session import (
-    UPLOAD_LIMIT_BYTES, Engines, Session, Settings, delete_session, export_files, load_session, run_all,
+    UPLOAD_LIMIT_BYTES, Engines, Session, Settings, delete_session, engine_config, export_files, load_session,
+    run_all,
 )
 
 DEFAULTS = Settings()
@@ -34,7 +35,8 @@ INTRO = (
     "drafted and accepted (colour = the branch that proposed them; for the MoE head, whose two experts always "
     "both contribute, the expert whose own distribution gives the token the higher probability); grey tokens are "
     "the target's own "
-    "(bonus token after a cycle, or plain decoding). **Click a token** to inspect the step that produced it."
+    "(bonus token after a cycle, or plain decoding). The three take turns step by step, so they stream side by "
+    "side and the speedup is live. **Click a token** to inspect the step that produced it."
 )
 TREE_NOTE = (
     "<small>Left to right: the root (last accepted token) and the drafted candidates by depth. Black outline and "
@@ -47,7 +49,9 @@ MASK_NOTE = (
     "own ancestors only. Dark rows: the accepted path.</small>"
 )
 STATS_NOTE = (
-    "<small>α_d = P(depth d accepted | depth d−1 accepted). Sibling diversity counts distinct tokens among every "
+    "<small>α_d = P(depth d accepted | depth d−1 accepted). With context lookup on, looked-up chains count in "
+    "acceptance by depth and accept lengths (they may reach below the tree depth); set Context lookup to 0 to "
+    "compare the drafters alone. Sibling diversity counts distinct tokens among every "
     "candidate drafted at one depth (1.0 = no two branches proposed the same token); the dashed lines are the "
     "experts' top-k overlap (1.0 = both experts alone would propose the same children). Routing confidence is the "
     "larger weight of the gate head that produced a node (w for MoE nodes, v for contrastive ones).</small>"
@@ -65,7 +69,8 @@ def enable_queue(demo: gr.Blocks, max_size: int = QUEUE_SIZE) -> gr.Blocks:
 
 def launch_options() -> dict[str, Any]:
     """Keyword arguments for ``demo.launch`` shared by app.py and the tests."""
-    return {"css": CSS, "footer_links": ["api", "settings"], "max_file_size": UPLOAD_LIMIT_BYTES}
+    return {"css": CSS, "footer_links": ["api", "settings"], "max_file_size": UPLOAD_LIMIT_BYTES,
+            "run_history": False}  # no copy of every run's large outputs kept in the browser
 
 
 def slot_names(names: list[str]) -> tuple[str | None, str | None, str | None]:
@@ -80,6 +85,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
     names = list(engines.decoders) if engines else ["jakiro", "eagle", "none"]
     first, second, _ = slot_names(names)
     device = engines.device if engines else ""
+    dtypes = engines.dtype_choices() if engines else ["float32"]
 
     with gr.Blocks(title="Jakiro explorer", delete_cache=(3600, 3600)) as demo:
         session = gr.State(Session(), time_to_live=6 * 3600, delete_callback=delete_session)
@@ -105,7 +111,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                                            label="Tree top-k (children per node, frontier width)")
                     depth = gr.Slider(1, 12, value=DEFAULTS.depth, step=1, label="Tree depth (draft layers)")
                     total_tokens = gr.Slider(1, 128, value=DEFAULTS.total_tokens, step=1,
-                                             label="Total tokens (most nodes verified per cycle)")
+                                             label="Total tokens (most nodes verified per cycle)", elem_id="total-tokens")
                     adaptive = gr.Checkbox(value=DEFAULTS.adaptive, label="Adaptive tree size (verify only the "
                                            "nodes whose draft confidence pays for their measured cost here)")
                     lookup = gr.Slider(0, 32, value=DEFAULTS.lookup, step=1, label="Context lookup (tokens)",
@@ -124,7 +130,15 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                                         label="Jakiro schedule (hybrid: last layer from the contrastive head)")
                     decoupled = gr.Checkbox(value=DEFAULTS.decoupled,
                                             label="Jakiro decoupled siblings (children from either expert)")
+                    fallback = gr.Checkbox(value=DEFAULTS.fallback, elem_id="fallback",
+                                           label="Fall back to plain decoding while speculation does not pay",
+                                           info="After every few cycles the drafters compare their measured "
+                                                "speed with a plain step here; the steps they decode plainly say "
+                                                "why in the step inspector.")
+                    dtype = gr.Dropdown(dtypes, value=dtypes[0], label="dtype (target and drafters)",
+                                        interactive=len(dtypes) > 1, elem_id="dtype", info=_dtype_info(engines))
                     seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=0, label="Seed (sampling)")
+                settings_note = gr.Markdown(elem_id="settings-note")
             with gr.Column(scale=3):
                 with gr.Row():
                     text_a = _token_box(first, "tokens-a")
@@ -142,6 +156,11 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     prev_btn = gr.Button("◀ Previous", scale=0, min_width=110, elem_id="prev-step")
                     step = gr.Slider(0, 1, value=0, step=1, label="Step (0 = prefill)", elem_id="step", scale=5)
                     next_btn = gr.Button("Next ▶", scale=0, min_width=110, elem_id="next-step")
+                align = gr.Radio(
+                    [ALIGN_POSITION, ALIGN_STEP], value=ALIGN_POSITION, show_label=False, elem_id="align",
+                    info="Both trees at the same place in the answer (the right one at the step that produced the "
+                         "token where the left one's step starts), or both at the same step number.",
+                )
                 with gr.Row(equal_height=False):
                     with gr.Column():
                         info_a = gr.Markdown(elem_id="info-a")
@@ -158,7 +177,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
             with gr.Tab("Statistics", id="stats"):
                 with gr.Row():
                     acc_depth = gr.Plot(label="Acceptance by depth")
-                    acc_hist = gr.Plot(label="Accept-length histogram")
+                    acc_hist = gr.Plot(label="Accept-length histogram", elem_id="acc-hist")
                 with gr.Row():
                     usage = gr.Plot(label="Expert usage per depth (verified nodes)")
                     expert_acc = gr.Plot(label="Acceptance per expert / branch")
@@ -189,39 +208,46 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
 
         def generate(prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
                      decoupled, seed, session, adaptive=DEFAULTS.adaptive, lookup=DEFAULTS.lookup,
-                     lookup_runs=DEFAULTS.lookup_runs, lookup_max=DEFAULTS.lookup_max):
+                     lookup_runs=DEFAULTS.lookup_runs, lookup_max=DEFAULTS.lookup_max, fallback=DEFAULTS.fallback,
+                     dtype=None):
             """Run Jakiro, EAGLE-2 and plain decoding on one prompt; stream tokens and counters."""
             fresh = Session(folder=session.folder if session else None)
             try:
-                settings = Settings(
-                    max_new_tokens=_as_int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
-                    tree_top_k=_as_int(tree_top_k), depth=_as_int(depth), total_tokens=_as_int(total_tokens),
-                    schedule=str(schedule), decoupled=bool(decoupled), adaptive=bool(adaptive), seed=_as_int(seed),
-                    lookup=_as_int(lookup), lookup_runs=_as_int(lookup_runs), lookup_max=_as_int(lookup_max),
-                )
-                for running in run_all(engines, prompt, settings, fresh):
-                    yield _outputs(fresh, names, device, running, f"Running **{style.method_label(running)}**…")
+                settings = _settings(max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
+                                     decoupled, seed, adaptive, lookup, lookup_runs, lookup_max, fallback)
+                notes = " ".join(f"Note: {n}" for n in advisories(*_tree_and_sampling(settings)))
+                chosen = str(dtype or dtypes[0])
+                if not engines.is_loaded(chosen):
+                    yield _outputs(fresh, names, device, (), f"Loading the models in **{chosen}** (once)…")
+                running_engines = engines.for_dtype(chosen)
+                where = running_engines.device
+                for running in run_all(running_engines, prompt, settings, fresh):
+                    doing = ", ".join(style.method_label(n) for n in running)
+                    yield _outputs(fresh, names, where, running, f"Running **{doing}**, a step each in turn… {notes}")
             except (ConfigError, PromptError, ValueError, TypeError) as err:
                 gr.Warning(str(err))
-                yield _outputs(fresh, names, device, None, f"⚠️ {err}", error=str(err))
+                yield _outputs(fresh, names, device, (), f"⚠️ {err}", error=str(err))
                 return
-            yield _outputs(fresh, names, device, None, "Done. Inspect steps below, or export the traces.")
+            yield _outputs(fresh, names, where, (), f"Done. Inspect steps below, or export the traces. {notes}")
 
-        def finish(session):
-            return _slider_for(session), *render_step(1, session), *render_stats(session)
+        def finish(session, alignment):
+            return _slider_for(session), *render_step(1, session, alignment), *render_stats(session)
 
-        def render_step(value, session):
+        def render_step(value, session, alignment=ALIGN_POSITION):
             a, b, _ = slot_names(list(session.traces)) if session and session.traces else (first, second, None)
             traces = session.traces if session else {}
             value = int(value or 0)
+            steps = {a: value, b: value}
+            if alignment == ALIGN_POSITION and a and b:
+                steps[b] = text.step_at_position(traces.get(b, []), text.first_position(traces.get(a, []), value))
             out = []
             for name in (a, b):
                 records = traces.get(name) if name else None
-                out.append(text.step_markdown(name, records, value) if records else "")
+                out.append(text.step_markdown(name, records, steps[name]) if records else "")
             for name in (a, b):
-                out.append(tree.tree_figure(text.step_at(traces.get(name, []), value)))
+                out.append(tree.tree_figure(text.step_at(traces.get(name, []), steps[name])))
             for name in (a, b):
-                out.append(tree.mask_figure(text.step_at(traces.get(name, []), value)))
+                out.append(tree.mask_figure(text.step_at(traces.get(name, []), steps[name])))
             return out
 
         def render_stats(session):
@@ -234,20 +260,30 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                 stats.routing_confidence_figure(traces),
             )
 
-        def shift(value, delta, session):
+        def shift(value, delta, session, alignment):
             top = max((text.last_step(r) for r in session.traces.values()), default=0) if session else 0
             value = min(max(int(value or 0) + delta, 0), top)
-            return value, *render_step(value, session)
+            return value, *render_step(value, session, alignment)
 
         def jump_to_token(slot: int):
-            def handler(evt: gr.SelectData, session):
+            def handler(evt: gr.SelectData, session, alignment):
                 names_now = slot_names(list(session.traces)) if session else (None, None, None)
-                name = names_now[slot]
-                steps = text.token_steps(session.traces.get(name, [])) if name else []
                 index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
-                value = steps[index] if 0 <= index < len(steps) else 0
-                return value, *render_step(value, session), gr.Tabs(selected="inspect")
+                # the slider follows the left drafter: the step of its own that produced this place in the answer
+                # (the same token when the answers agree), unless the steps are aligned by number
+                name = names_now[0] if slot != 0 and alignment == ALIGN_POSITION and names_now[0] else names_now[slot]
+                steps = text.token_steps(session.traces.get(name, [])) if name else []
+                value = steps[min(index, len(steps) - 1)] if steps and index >= 0 else 0
+                return value, *render_step(value, session, alignment), gr.Tabs(selected="inspect")
             return handler
+
+        def check_settings(*values):
+            """The live line under the settings: what stops them, or what they do not do as they seem to."""
+            try:
+                notes = advisories(*_tree_and_sampling(_settings(*values)))
+            except (ConfigError, ValueError, TypeError) as err:
+                return f"⚠️ {err}"
+            return "\n".join(f"ℹ️ {n}" for n in notes)
 
         def export(session):
             if not session or not session.traces:
@@ -269,29 +305,66 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     note, loaded)
 
         settings_inputs = [prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
-                           decoupled, seed, session, adaptive, lookup, lookup_runs, lookup_max]
+                           decoupled, seed, session, adaptive, lookup, lookup_runs, lookup_max, fallback, dtype]
         gen = run.click(
             generate, settings_inputs, [*text_boxes, counters, summary_json, status, session],
             api_name="generate", concurrency_limit=1, concurrency_id="model", show_progress="minimal",
         )
         after = [step, *inspect_outputs, *stats_outputs]
-        gen.then(finish, session, after, api_visibility="private", concurrency_limit=None)
+        gen.then(finish, [session, align], after, api_visibility="private", concurrency_limit=None)
         stop.click(None, None, None, cancels=[gen], api_visibility="private").then(
-            finish, session, after, api_visibility="private", concurrency_limit=None)
-        step.input(render_step, [step, session], inspect_outputs, api_visibility="private",
-                   concurrency_limit=None, trigger_mode="always_last", show_progress="hidden")
-        prev_btn.click(lambda v, s: shift(v, -1, s), [step, session], [step, *inspect_outputs],
+            finish, [session, align], after, api_visibility="private", concurrency_limit=None)
+        for event in (step.input, align.change):
+            event(render_step, [step, session, align], inspect_outputs, api_visibility="private",
+                  concurrency_limit=None, trigger_mode="always_last", show_progress="hidden")
+        prev_btn.click(lambda v, s, a: shift(v, -1, s, a), [step, session, align], [step, *inspect_outputs],
                        api_visibility="private", concurrency_limit=None, show_progress="hidden")
-        next_btn.click(lambda v, s: shift(v, 1, s), [step, session], [step, *inspect_outputs],
+        next_btn.click(lambda v, s, a: shift(v, 1, s, a), [step, session, align], [step, *inspect_outputs],
                        api_visibility="private", concurrency_limit=None, show_progress="hidden")
         for slot, box in enumerate(text_boxes):
-            box.select(jump_to_token(slot), [session], [step, *inspect_outputs, tabs], api_visibility="private",
-                       concurrency_limit=None, show_progress="hidden")
+            box.select(jump_to_token(slot), [session, align], [step, *inspect_outputs, tabs],
+                       api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        checked = [max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule, decoupled, seed,
+                   adaptive, lookup, lookup_runs, lookup_max, fallback]
+        for box in checked:
+            box.change(check_settings, checked, settings_note, api_visibility="private", concurrency_limit=None,
+                       show_progress="hidden", trigger_mode="always_last")
         export_btn.click(export, session, exported, api_visibility="private", concurrency_limit=None)
         upload.upload(load, [upload, session], [*text_boxes, counters, summary_json, load_status, session],
                       api_visibility="private", concurrency_limit=None).then(
-            finish, session, after, api_visibility="private", concurrency_limit=None)
+            finish, [session, align], after, api_visibility="private", concurrency_limit=None)
     return demo
+
+
+ALIGN_POSITION = "Same place in the answer"
+ALIGN_STEP = "Same step number"
+
+
+def _dtype_info(engines: Engines | None) -> str:
+    if engines is None:
+        return "no model loaded"
+    if len(engines.dtype_choices()) == 1:
+        return "the dtype the app was started with (app.py --dtype)"
+    return ("Another dtype loads the models again the first time it is picked (seconds), then stays loaded. "
+            "bfloat16 is fast only where the hardware computes it natively (app.py --dtype auto picks it there).")
+
+
+def _settings(max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule, decoupled, seed,
+              adaptive, lookup, lookup_runs, lookup_max, fallback) -> Settings:
+    """The settings panel's values as ``Settings``; raises ValueError for a value of the wrong kind."""
+    return Settings(
+        max_new_tokens=_as_int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
+        tree_top_k=_as_int(tree_top_k), depth=_as_int(depth), total_tokens=_as_int(total_tokens),
+        schedule=str(schedule), decoupled=bool(decoupled), adaptive=bool(adaptive), seed=_as_int(seed),
+        lookup=_as_int(lookup), lookup_runs=_as_int(lookup_runs), lookup_max=_as_int(lookup_max),
+        fallback=bool(fallback),
+    )
+
+
+def _tree_and_sampling(settings: Settings) -> tuple[Any, Any]:
+    """The tree and sampling configs ``settings`` give an MoE drafter (the superset); raises ConfigError."""
+    cfg = engine_config(settings, moe=True)
+    return cfg.tree, cfg.sampling
 
 
 def _token_box(name: str | None, elem_id: str) -> gr.HighlightedText:
@@ -311,12 +384,12 @@ def _texts(session: Session, names: list[str]) -> list[Any]:
     return out
 
 
-def _counters(session: Session, names: list[str], device: str, running: str | None = None) -> str:
+def _counters(session: Session, names: list[str], device: str, running: tuple[str, ...] = ()) -> str:
     summaries = session.summaries()
     return text.counters_markdown({n: summaries.get(n) for n in names}, running=running, device=device)
 
 
-def _outputs(session: Session, names: list[str], device: str, running: str | None, status: str,
+def _outputs(session: Session, names: list[str], device: str, running: tuple[str, ...], status: str,
              error: str | None = None) -> tuple[Any, ...]:
     summaries = session.summaries()
     finished = {n: s for n, s in summaries.items() if n in session.texts}

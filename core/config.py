@@ -243,3 +243,25 @@ def to_dict(config: Any) -> dict[str, Any]:
     """Plain-data form of any config dataclass (nested configs become dicts)."""
     return dataclasses.asdict(config)
 
+
+
+def candidate_count(tree: TreeConfig) -> int:
+    """Most candidates one draft tree scores: top_k children of the root, then top_k children of each of the
+    top_k frontier nodes per further layer (lookup nodes come on top)."""
+    return tree.top_k + (tree.depth - 1) * tree.top_k**2
+
+
+def advisories(tree: TreeConfig, sampling: SamplingConfig) -> list[str]:
+    """Valid settings that do not do what they seem to: one sentence each, for the user (empty when none)."""
+    notes = []
+    most = candidate_count(tree)
+    if tree.total_tokens > most:
+        notes.append(f"total tokens {tree.total_tokens} is more than the {most} candidates a tree of top-k "
+                     f"{tree.top_k} and depth {tree.depth} holds (k + (depth−1)·k²): at most {most} are verified.")
+    if tree.total_tokens < tree.depth:
+        notes.append(f"total tokens {tree.total_tokens} is less than depth {tree.depth}: at most "
+                     f"{tree.total_tokens} drafted tokens can be accepted per cycle, so layers deeper than that are "
+                     "drafted for nothing.")
+    if sampling.greedy and sampling.top_p < 1.0:
+        notes.append(f"top-p {sampling.top_p:g} has no effect at temperature 0 (greedy decoding).")
+    return notes

@@ -59,10 +59,33 @@ def set_slider(page, elem_id: str, value: str, attempts: int = 10) -> None:
     raise AssertionError(f"{elem_id} did not take the value {value}")
 
 
+def shoot(page, name: str) -> None:
+    """A full-page screenshot for a look by eye, when JAKIRO_SCREENSHOTS names a folder."""
+    if os.environ.get("JAKIRO_SCREENSHOTS"):
+        page.screenshot(path=str(Path(os.environ["JAKIRO_SCREENSHOTS"]) / f"{name}.png"), full_page=True)
+
+
 def test_generate_inspect_scrub_and_export(page, tmp_path):
     expect = playwright.expect
     page.locator("#prompt textarea").fill("Name a colour.")
     page.locator("#settings").get_by_text("Settings").first.click()
+
+    # settings that do not do what they seem are explained as they are set
+    set_slider(page, "#total-tokens", "3")
+    expect(page.locator("#settings-note")).to_contain_text("less than depth")
+    set_slider(page, "#total-tokens", "24")
+    expect(page.locator("#settings-note")).not_to_contain_text("less than depth")
+
+    # a long generation streams into all three boxes at once (the methods take turns), and Stop ends it
+    set_slider(page, "#max-new-tokens", "256")
+    page.locator("#generate").click()
+    page.wait_for_function(
+        """() => document.querySelector('#status').innerText.includes('Running')
+                 && ['#tokens-a', '#tokens-b', '#tokens-plain'].every(
+                        id => document.querySelectorAll(id + ' .token').length > 0)""", timeout=60_000)
+    shoot(page, "streaming")
+    page.locator("#stop").click()
+
     set_slider(page, "#max-new-tokens", "12")
     # the random drafters' trees are never accepted, so without the context lookup (which the random target's
     # repetitive text feeds) every cycle emits one token and token i comes from step i
@@ -74,6 +97,7 @@ def test_generate_inspect_scrub_and_export(page, tmp_path):
     for box in ("#tokens-a", "#tokens-b", "#tokens-plain"):
         expect(page.locator(f"{box} .token")).to_have_count(12)
     expect(page.locator("#counters")).to_contain_text("plain decoding")
+    shoot(page, "generated")
 
     # the inspect tab draws both trees at step 1
     tree = page.locator("#tree-a .js-plotly-plot .scatterlayer .point")
@@ -89,6 +113,16 @@ def test_generate_inspect_scrub_and_export(page, tmp_path):
     page.locator("#tokens-b .token").nth(5).click()
     expect(page.locator("#info-b")).to_contain_text("step 5")
     expect(page.locator("#step input[type=number]")).to_have_value("5")
+    set_slider(page, "#step", "3")  # the slider itself
+    expect(page.locator("#info-a")).to_contain_text("step 3")
+    expect(page.locator("#info-b")).to_contain_text("step 3")
+    shoot(page, "inspect")
+
+    # the statistics draw both drafters
+    page.get_by_role("tab", name="Statistics", exact=True).click()
+    expect(page.locator("#acc-hist .js-plotly-plot .legendtext").first).to_be_visible(timeout=20_000)
+    assert page.locator("#acc-hist .js-plotly-plot .legendtext").count() == 2
+    shoot(page, "statistics")
 
     # export: the session's traces and summary table download
     page.get_by_role("tab", name="Export / load", exact=True).click()
@@ -114,5 +148,4 @@ def test_generate_inspect_scrub_and_export(page, tmp_path):
     cards = page.locator("#drafter-cards")
     expect(cards).to_contain_text("Mixture of Experts: 2 SwiGLU experts")
     expect(cards).to_contain_text("one dense SwiGLU MLP")
-    if os.environ.get("JAKIRO_SCREENSHOTS"):  # for a look by eye
-        page.screenshot(path=str(Path(os.environ["JAKIRO_SCREENSHOTS"]) / "drafters-tab.png"), full_page=True)
+    shoot(page, "drafters-tab")

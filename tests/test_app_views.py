@@ -224,8 +224,8 @@ def test_sibling_stats_and_routing_confidence(session):
                if n["kept"] and n["parent"] >= 0 and n["branch"] != "lookup")  # looked-up nodes have no gate
     assert sum(r["nodes"] for r in rows) == kept
     assert stats.routing_confidence(session.traces["eagle"]) == [
-        {**r, "nodes": 0, "acceptance": 0.0} for r in stats.routing_confidence(session.traces["eagle"])
-    ]
+        {**r, "nodes": 0, "acceptance": None} for r in stats.routing_confidence(session.traces["eagle"])
+    ]  # an empty bin has no acceptance rate (no bar), not 0%
 
 
 def test_summary_table_and_export_round_trip(session, tmp_path):
@@ -267,3 +267,90 @@ def test_invalid_settings_raise_before_any_record(engines, settings, error):
 def test_empty_prompt_is_a_prompt_error(engines):
     with pytest.raises(PromptError):
         list(run_all(engines, "   ", SETTINGS, Session()))
+
+
+def test_run_all_runs_the_methods_side_by_side(engines):
+    """The methods take turns a step at a time: every method has records from the first refresh on, and each
+    refresh names the methods still running."""
+    session, seen = Session(), []
+    for running in run_all(engines, "Hello there", SETTINGS, session, min_interval_s=0.0):
+        seen.append((running, {name: len(records) for name, records in session.traces.items()}))
+    assert [counts for _, counts in seen[:3]] == [  # one record of each in turn
+        {"jakiro": 1, "eagle": 0, "none": 0}, {"jakiro": 1, "eagle": 1, "none": 0}, {"jakiro": 1, "eagle": 1, "none": 1}]
+    assert set(seen[0][0]) == {"jakiro", "eagle", "none"}
+    assert seen[-1][0] == ()
+    assert all(set(later) <= set(earlier) for (earlier, _), (later, _) in zip(seen, seen[1:]))
+    assert session.texts["jakiro"] == session.texts["eagle"] == session.texts["none"]
+
+
+def test_fallback_setting_reaches_the_engine_and_plain_steps_say_why():
+    assert engine_config(Settings(), moe=True).fallback.enabled
+    assert not engine_config(Settings(fallback=False), moe=True).fallback.enabled
+    note = "fallback: the last 4 cycles ran at 0.70x plain decoding (break-even 1.00x); decoding plainly for 12 steps"
+    records = [{"type": "step", "step": 3, "kind": "plain", "emitted": [{"token_id": 5, "text": "a", "source": "target",
+                                                                       "node": -1}], "verify_ms": 30.0, "note": note}]
+    assert "Why no draft: the last 4 cycles ran at 0.70x" in text.step_markdown("jakiro", records, 3)
+    annotation = tree.tree_figure(records[0]).layout.annotations[0].text
+    assert "no draft tree at this step" in annotation and "0.70x plain" in annotation and "<br>" in annotation
+    assert "Why" not in text.step_markdown("none", [{**records[0], "note": ""}], 3)
+
+
+def test_advisories_explain_settings_that_do_not_do_what_they_seem():
+    from core.config import SamplingConfig, TreeConfig, advisories, candidate_count
+
+    assert candidate_count(TreeConfig(top_k=4, depth=5)) == 4 + 4 * 16
+    assert advisories(TreeConfig(top_k=4, depth=5, total_tokens=24), SamplingConfig()) == []
+    [few] = advisories(TreeConfig(top_k=1, depth=2, total_tokens=128), SamplingConfig())
+    assert "at most 2 are verified" in few
+    [shallow] = advisories(TreeConfig(top_k=4, depth=12, total_tokens=3), SamplingConfig())
+    assert "less than depth 12" in shallow
+    [top_p] = advisories(TreeConfig(), SamplingConfig(temperature=0.0, top_p=0.5))
+    assert "no effect at temperature 0" in top_p
+    assert advisories(TreeConfig(), SamplingConfig(temperature=0.7, top_p=0.5)) == []
+
+
+def test_the_two_trees_align_by_place_in_the_answer(session):
+    jakiro, eagle = session.traces["jakiro"], session.traces["eagle"]
+    ids = {name: [t["token_id"] for s in text.steps_of(r) for t in s["emitted"]] for name, r in session.traces.items()}
+    for step in sorted(set(text.token_steps(jakiro))):
+        position = text.first_position(jakiro, step)  # where jakiro's step starts in the answer ...
+        assert text.token_steps(jakiro)[position] == step and text.token_steps(jakiro)[position - 1:position] != [step]
+        other = text.step_at_position(eagle, position)  # ... and EAGLE's step that emitted the same token there
+        assert position in [i for i, s in enumerate(text.token_steps(eagle)) if s == other]
+        assert ids["eagle"][position] == ids["jakiro"][position]  # greedy: the same token
+    assert text.first_position(jakiro, 10_000) == len(text.token_steps(jakiro))
+    assert text.step_at_position(jakiro, 10_000) == text.last_step(jakiro)
+    assert text.step_at_position([], 3) == 0
+
+
+def test_other_dtypes_load_once_on_demand(engines, tmp_path):
+    assert engines.dtype_choices() == ["float32"]
+    with pytest.raises(ConfigError, match="dtype must be one of float32"):
+        engines.for_dtype("bfloat16")
+    assert engines.for_dtype("float32") is engines
+    loads = []
+
+    def load_dtype(dtype):
+        loads.append(dtype)
+        target = engines.target.__class__.load(str(tmp_path / "model"), dtype=dtype, device="cpu")
+        return engines_for(target, {"jakiro": registry.attach(registry.random_drafter(target, "moe"), target, "jakiro")})
+
+    make_tiny_target(tmp_path / "model")
+    variant = engines_for(engines.target, {}, [])
+    variant.load_dtype = load_dtype
+    assert variant.dtype_choices() == ["float32", "bfloat16"] and not variant.is_loaded("bfloat16")
+    bf16 = variant.for_dtype("bfloat16")
+    assert bf16.dtype == "bfloat16" and bf16.device == "cpu, bfloat16" and variant.is_loaded("bfloat16")
+    assert variant.for_dtype("bfloat16") is bf16 and loads == ["bfloat16"]
+    session = Session()
+    list(run_all(bf16, "Hi", Settings(max_new_tokens=3, adaptive=False), session, min_interval_s=0.0))
+    assert summarize(session.traces["jakiro"]).new_tokens == summarize(session.traces["none"]).new_tokens == 3
+
+
+def test_empty_statistics_say_why():
+    empty = stats.routing_confidence_figure({})
+    assert "no MoE drafter" in empty.layout.annotations[0].text
+    bars = stats._bars({"Jakiro": (["0.5–0.6"], [None])}, {}, "x", "y", empty="nothing verified")
+    assert bars.layout.annotations[0].text == "nothing verified"
+    assert "no speculative steps yet" in stats.acceptance_by_depth_figure({}).layout.annotations[0].text
+    assert stats._empty({"jakiro": None}) == stats.NONE_VERIFIED

@@ -25,15 +25,17 @@ EXPERT_OVERLAP_NOTE = (
 )
 
 
+NONE_VERIFIED = "no drafted node was verified yet (the adaptive tree size verified none, or only looked-up ones)"
 LEGEND_PER_ROW = 3  # horizontal legend entries that fit one row of a half-width figure
 
 
 def _bars(series: dict[str, tuple[list[Any], list[float]]], colors: dict[str, str], xtitle: str, ytitle: str,
           height: int = 280, barmode: str = "group", hover: dict[str, list[str]] | None = None,
-          rate: bool = False) -> go.Figure:
-    """Bar traces, one per series; ``rate`` fixes the y axis to [0, 1]."""
-    if not any(xs for xs, _ in series.values()):
-        return empty_figure("no speculative steps yet", height)
+          rate: bool = False, empty: str = "no speculative steps yet") -> go.Figure:
+    """Bar traces, one per series (a None value draws no bar); ``rate`` fixes the y axis to [0, 1]; ``empty`` is
+    the message when no series has a bar."""
+    if not any(y is not None for _, ys in series.values() for y in ys):
+        return empty_figure(empty, height)
     fig = go.Figure()
     for name, (xs, ys) in series.items():
         fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=colors.get(name, "#777777"),
@@ -52,6 +54,11 @@ def _bars(series: dict[str, tuple[list[Any], list[float]]], colors: dict[str, st
     )
 
 
+def _empty(drafters: dict[str, Any]) -> str:
+    """What an empty figure says: no drafter ran a speculative step, or none had a drafted node verified."""
+    return NONE_VERIFIED if drafters else "no speculative steps yet"
+
+
 def _drafters(summaries: dict[str, Summary]) -> dict[str, Summary]:
     """The summaries of drafting methods that ran at least one speculative step."""
     return {name: s for name, s in summaries.items() if name != "none" and s.spec_steps}
@@ -63,7 +70,7 @@ def acceptance_by_depth_figure(summaries: dict[str, Summary]) -> go.Figure:
     series = {method_label(n): (list(range(1, len(s.acceptance_by_depth) + 1)), s.acceptance_by_depth)
               for n, s in drafters.items()}
     colors = {method_label(n): method_color(n, i) for i, n in enumerate(drafters)}
-    return _bars(series, colors, "tree depth d", "acceptance α_d", rate=True)
+    return _bars(series, colors, "tree depth d", "acceptance α_d", rate=True, empty=_empty(drafters))
 
 
 def accept_length_figure(summaries: dict[str, Summary]) -> go.Figure:
@@ -75,7 +82,8 @@ def accept_length_figure(summaries: dict[str, Summary]) -> go.Figure:
         lengths = list(range(0, max(s.accept_length_hist, default=0) + 1))
         series[method_label(name)] = (lengths, [s.accept_length_hist.get(k, 0) / total for k in lengths])
     colors = {method_label(n): method_color(n, i) for i, n in enumerate(drafters)}
-    return _bars(series, colors, "draft tokens accepted in one cycle", "share of cycles", rate=True)
+    return _bars(series, colors, "draft tokens accepted in one cycle", "share of cycles", rate=True,
+                 empty=_empty(drafters))
 
 
 def expert_usage_figure(summaries: dict[str, Summary]) -> go.Figure:
@@ -95,7 +103,8 @@ def expert_usage_figure(summaries: dict[str, Summary]) -> go.Figure:
             depths.update(by_depth)
         order += [f"{name} d{d}" for d in sorted(depths)]
     colors = {k: SOURCE_COLORS.get(k.split(" · ")[-1], "#777777") for k in series}
-    fig = _bars(series, colors, "drafter and depth", "verified nodes", barmode="stack")
+    fig = _bars(series, colors, "drafter and depth", "verified nodes", barmode="stack",
+                empty=_empty(_drafters(summaries)))
     fig.update_xaxes(dtick=None, type="category", categoryorder="array", categoryarray=order)
     return fig
 
@@ -106,7 +115,7 @@ def expert_acceptance_figure(summaries: dict[str, Summary]) -> go.Figure:
     for name, s in _drafters(summaries).items():
         series[method_label(name)] = (list(s.expert_acceptance), list(s.expert_acceptance.values()))
     colors = {method_label(n): method_color(n, i) for i, n in enumerate(_drafters(summaries))}
-    fig = _bars(series, colors, "proposed by", "accepted ÷ verified", rate=True)
+    fig = _bars(series, colors, "proposed by", "accepted ÷ verified", rate=True, empty=_empty(_drafters(summaries)))
     fig.update_xaxes(dtick=None, type="category")
     return fig
 
@@ -198,7 +207,7 @@ def expert_share_figure(traces: dict[str, list[Record]]) -> go.Figure:
 def routing_confidence(records: Iterable[Record], bins: int = 5) -> list[dict[str, float]]:
     """Verified MoE nodes binned by the confidence of the gate that produced them (the larger
     routing weight of the head in use: w for MoE nodes, v for contrastive ones), with the
-    acceptance rate in each bin."""
+    acceptance rate in each bin (None for an empty bin)."""
     edges = [0.5 + 0.5 * i / bins for i in range(bins + 1)]
     counts = [[0, 0] for _ in range(bins)]
     for step in spec_steps(records):
@@ -212,7 +221,7 @@ def routing_confidence(records: Iterable[Record], bins: int = 5) -> list[dict[st
             counts[index][0] += 1
             counts[index][1] += int(node["accepted"])
     return [
-        {"low": edges[i], "high": edges[i + 1], "nodes": n, "acceptance": (a / n if n else 0.0)}
+        {"low": edges[i], "high": edges[i + 1], "nodes": n, "acceptance": (a / n if n else None)}
         for i, (n, a) in enumerate(counts)
     ]
 
@@ -230,7 +239,8 @@ def routing_confidence_figure(traces: dict[str, list[Record]]) -> go.Figure:
         colors[label] = method_color(name, i)
     if not series:
         return empty_figure("no MoE drafter in this session", 280)
-    fig = _bars(series, colors, "routing confidence (max gate weight)", "acceptance", hover=hover, rate=True)
+    fig = _bars(series, colors, "routing confidence (max gate weight)", "acceptance", hover=hover, rate=True,
+                empty=NONE_VERIFIED)
     fig.update_xaxes(dtick=None, type="category")
     return fig
 

@@ -5,6 +5,7 @@ Token text drawn inside Plotly goes through ``escape``; every figure gets ``base
 from __future__ import annotations
 
 import html
+import textwrap
 from typing import Any
 
 import plotly.graph_objects as go
@@ -43,7 +44,8 @@ def base_layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
 def empty_figure(message: str, height: int = 160) -> go.Figure:
     """A figure with no axes and ``message`` in the middle: the empty state of every plot."""
     fig = go.Figure()
-    fig.add_annotation(text=escape(message), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+    lines = textwrap.wrap(message, 72) or [""]
+    fig.add_annotation(text="<br>".join(escape(line) for line in lines), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
                        font=dict(size=13, color="#777"))
     return base_layout(fig, height, xaxis=dict(visible=False), yaxis=dict(visible=False))
 

@@ -72,6 +72,19 @@ def token_steps(records: Iterable[Record]) -> list[int]:
     return [step["step"] for step in steps_of(records) for _ in step["emitted"]]
 
 
+def first_position(records: Iterable[Record], step: int) -> int:
+    """Where in the answer step ``step`` starts: the index of the first token it emitted (for a step past the
+    end, the run's length)."""
+    steps = token_steps(records)
+    return next((i for i, s in enumerate(steps) if s >= step), len(steps))
+
+
+def step_at_position(records: Iterable[Record], position: int) -> int:
+    """The step that emitted the token at ``position`` of the answer (the last step past the end; 0 if none)."""
+    steps = token_steps(records)
+    return steps[min(position, len(steps) - 1)] if steps else 0
+
+
 def trace_text(records: list[Record]) -> str:
     """The generated text without stop tokens, joined from the recorded token texts."""
     head = records[0] if records and records[0].get("type") == "header" else {}
@@ -114,15 +127,16 @@ def speedup(summary: Summary | None, plain: Summary | None) -> float | None:
     return summary.tokens_per_s / plain.tokens_per_s
 
 
-def counters_markdown(summaries: dict[str, Summary | None], running: str | None = None, device: str = "") -> str:
-    """The live counters table, one row per method, with the definitions underneath."""
+def counters_markdown(summaries: dict[str, Summary | None], running: Iterable[str] = (), device: str = "") -> str:
+    """The live counters table, one row per method (⏳ on those in ``running``), with the definitions underneath."""
+    running = {running} if isinstance(running, str) else set(running)
     plain = summaries.get("none")
     rows = [
         "| method | tokens | target forwards | τ | tokens/s | speedup | draft ms/step | verify ms/step | accepted/cycle |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, summary in summaries.items():
-        label = method_label(name) + (" ⏳" if name == running else "")
+        label = method_label(name) + (" ⏳" if name in running else "")
         if summary is None or summary.target_forwards == 0:
             rows.append(f"| {label} | – | – | – | – | – | – | – | – |")
             continue
@@ -184,6 +198,11 @@ def summary_table(summaries: dict[str, Summary]) -> pd.DataFrame:
 # --- one step ---------------------------------------------------------------------------------------
 
 
+def plain_reason(record: Record) -> str:
+    """Why a drafter's step decoded plainly (the fallback policy's note), without its "fallback: " tag."""
+    return str(record.get("note") or "").removeprefix("fallback: ")
+
+
 def step_markdown(name: str, records: list[Record], step: int) -> str:
     """What happened in one step of one method, in a sentence or two."""
     record = step_at(records, step)
@@ -193,7 +212,9 @@ def step_markdown(name: str, records: list[Record], step: int) -> str:
     emitted = " ".join(f"`{visible_token(t['text'], 20)}`" for t in record["emitted"]) or "nothing"
     if record["kind"] != "spec":
         what = "prefill (the prompt, no draft tree)" if record["kind"] == "prefill" else "one plain decoding step"
-        return f"{title} step {step}: {what}, emitted {emitted}; target {record['verify_ms']:.1f} ms."
+        why = plain_reason(record)
+        return (f"{title} step {step}: {what}, emitted {emitted}; target {record['verify_ms']:.1f} ms."
+                + (f" Why no draft: {why}." if why else ""))
     return (
         f"{title} step {step}: accepted **{record['accepted_len']}** of {record['tree_nodes']} verified nodes "
         f"({record['candidates']} scored, {record['drafter_forwards']} drafter forwards) → emitted {emitted}. "

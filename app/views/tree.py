@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from core.trace import node_source, topk_overlap
 
 from app.views.style import FADED, ROOT_COLOR, SOURCE_COLORS, base_layout, empty_figure, escape
-from app.views.text import figure_token
+from app.views.text import figure_token, plain_reason
 
 Record = dict[str, Any]
 
@@ -104,6 +104,8 @@ def tree_figure(record: Record | None, label_chars: int = 11) -> go.Figure:
     nodes are one trace per source; nodes not verified (rerank or adaptive size) are faded; hover shows probabilities.
     """
     if record is None or record.get("kind") != "spec":
+        if record is not None and record.get("note"):
+            return empty_figure(f"no draft tree at this step: {plain_reason(record)}")
         return empty_figure("no draft tree at this step")
     nodes = record.get("nodes") or []
     if not nodes:
