@@ -111,7 +111,8 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                                            label="Tree top-k (children per node, frontier width)")
                     depth = gr.Slider(1, 12, value=DEFAULTS.depth, step=1, label="Tree depth (draft layers)")
                     total_tokens = gr.Slider(1, 128, value=DEFAULTS.total_tokens, step=1,
-                                             label="Total tokens (most nodes verified per cycle)", elem_id="total-tokens")
+                                             label="Total tokens (most nodes verified per cycle)",
+                                             elem_id="total-tokens")
                     adaptive = gr.Checkbox(value=DEFAULTS.adaptive, label="Adaptive tree size (verify only the "
                                            "nodes whose draft confidence pays for their measured cost here)")
                     lookup = gr.Slider(0, 32, value=DEFAULTS.lookup, step=1, label="Context lookup (tokens)",

@@ -276,7 +276,10 @@ def test_run_all_runs_the_methods_side_by_side(engines):
     for running in run_all(engines, "Hello there", SETTINGS, session, min_interval_s=0.0):
         seen.append((running, {name: len(records) for name, records in session.traces.items()}))
     assert [counts for _, counts in seen[:3]] == [  # one record of each in turn
-        {"jakiro": 1, "eagle": 0, "none": 0}, {"jakiro": 1, "eagle": 1, "none": 0}, {"jakiro": 1, "eagle": 1, "none": 1}]
+        {"jakiro": 1, "eagle": 0, "none": 0},
+        {"jakiro": 1, "eagle": 1, "none": 0},
+        {"jakiro": 1, "eagle": 1, "none": 1},
+    ]
     assert set(seen[0][0]) == {"jakiro", "eagle", "none"}
     assert seen[-1][0] == ()
     assert all(set(later) <= set(earlier) for (earlier, _), (later, _) in zip(seen, seen[1:]))
@@ -333,7 +336,8 @@ def test_other_dtypes_load_once_on_demand(engines, tmp_path):
     def load_dtype(dtype):
         loads.append(dtype)
         target = engines.target.__class__.load(str(tmp_path / "model"), dtype=dtype, device="cpu")
-        return engines_for(target, {"jakiro": registry.attach(registry.random_drafter(target, "moe"), target, "jakiro")})
+        drafter = registry.attach(registry.random_drafter(target, "moe"), target, "jakiro")
+        return engines_for(target, {"jakiro": drafter})
 
     make_tiny_target(tmp_path / "model")
     variant = engines_for(engines.target, {}, [])

@@ -45,8 +45,8 @@ def empty_figure(message: str, height: int = 160) -> go.Figure:
     """A figure with no axes and ``message`` in the middle: the empty state of every plot."""
     fig = go.Figure()
     lines = textwrap.wrap(message, 72) or [""]
-    fig.add_annotation(text="<br>".join(escape(line) for line in lines), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font=dict(size=13, color="#777"))
+    fig.add_annotation(text="<br>".join(escape(line) for line in lines), x=0.5, y=0.5, xref="paper", yref="paper",
+                       showarrow=False, font=dict(size=13, color="#777"))
     return base_layout(fig, height, xaxis=dict(visible=False), yaxis=dict(visible=False))
 
 

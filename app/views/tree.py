@@ -68,7 +68,8 @@ def _hover(node: Record) -> str:
     if source == "lookup":
         lines.append("copied from earlier in the context (no draft probability)")
     elif node["parent"] >= 0:
-        lines.append(f"draft prob {math.exp(node['logp']):.3f} · cumulative score {node['score']:.2f}")
+        lines.append(f"draft prob {math.exp(node['logp']):.3f} · cumulative score {node['score']:.2f} "
+                     f"(log of the path's draft prob {math.exp(node['score']):.3f})")
     target = node.get("target_prob")
     if node["parent"] >= 0:
         lines.append("target prob " + (f"{target:.3f}" if target is not None else "– (not verified)"))
