@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default=None, help="default: GRADIO_SERVER_NAME, else 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default: GRADIO_SERVER_PORT, else 7860 (or the next free)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow model code shipped in the target's folder to run (off by default)")
     args = p.parse_args(argv)
     drafters = [d.strip() for d in args.drafters.split(",") if d.strip()]
     if not 1 <= len(drafters) <= 2 or "none" in drafters:
@@ -94,8 +96,11 @@ def load_models(args: argparse.Namespace) -> Engines | None:
     from app.session import load_engines, warm_up
     from core.drafter import DrafterMismatchError
 
+    options = {"weights": args.drafter_weights}
+    if args.trust_remote_code:  # load_engines passes it on to TargetModel.load
+        options["trust_remote_code"] = True
     try:
-        engines = load_engines(args.target, args.dtype, args.drafters, weights=args.drafter_weights)
+        engines = load_engines(args.target, args.dtype, args.drafters, **options)
     except DrafterMismatchError as err:
         raise StartupError(
             f"{err}. Pass --drafters with drafter folders saved for this target by `python -m core train fit "

@@ -7,19 +7,26 @@ tree) the ancestor mask explicitly; ``forward`` returns the logits and the last 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.hardware import resolve_dtype_name
 from core.models import resolve_target
 
 DTYPE_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 class PromptError(ValueError):
     """The prompt cannot be decoded from (empty, or longer than the model's context)."""
+
+
+class TargetLoadError(ValueError):
+    """A target model cannot be loaded; the message says what to do."""
 
 
 def pick_device() -> torch.device:
@@ -70,20 +77,31 @@ class TargetModel:
     def load(
         cls, name_or_path: str, dtype: str = "float32", device: str | None = None, trust_remote_code: bool = False
     ) -> "TargetModel":
-        """Load by hub id (must be in the local HF cache when offline), local folder, or the default alias."""
+        """Load by hub id (must be in the local HF cache when offline), local folder, or the default alias.
+
+        Weights load from safetensors only; model code shipped with a checkpoint runs only with
+        ``trust_remote_code``. Raises ``TargetLoadError`` saying what to do when the checkpoint cannot be used.
+        """
         dev = torch.device(device) if device else pick_device()
         torch_dtype = pick_dtype(dtype, dev)
         path = resolve_target(name_or_path)
+        _refuse_pickle_only(path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
             )
         except OSError as err:
-            raise ValueError(
-                f"cannot load target model {name_or_path!r}: {err}. Give a local folder with a safetensors "
-                "checkpoint, or a hub id that is already in the local cache."
+            raise TargetLoadError(
+                f"cannot load target model {name_or_path!r}: {_first_line(err)}. Give a local folder with a "
+                "safetensors checkpoint, or a hub id that is already in the local cache"
             ) from err
+        except (SafetensorError, RuntimeError, ValueError) as err:
+            advice = ("pass --trust-remote-code only if you trust the code in that folder"
+                      if "trust_remote_code" in str(err) else
+                      "the files look damaged (a download or copy cut short) or do not match its config.json: "
+                      "download or convert the model again, or give another --target")
+            raise TargetLoadError(f"cannot load target model {name_or_path!r} ({_first_line(err)}): {advice}") from err
         return cls(model.to(dev), tokenizer, name_or_path)
 
     @property
@@ -195,6 +213,26 @@ class TargetModel:
     def token_text(self, token_id: int) -> str:
         """Readable text of one token (special tokens kept, so an end-of-turn is visible)."""
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
+
+
+def _refuse_pickle_only(path: str) -> None:
+    """A local folder whose weights are pickles only is refused: unpickling a checkpoint can run code."""
+    if not os.path.isdir(path):
+        return
+    names = os.listdir(path)
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    pickles = sorted(n for n in names if n.endswith(PICKLE_WEIGHTS))
+    if pickles:
+        raise TargetLoadError(
+            f"{path} holds only pickle weights ({', '.join(pickles)}), which are never loaded because unpickling "
+            "can run code: convert the checkpoint to safetensors (save_pretrained(..., safe_serialization=True) "
+            "where you trust it), or give another --target"
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
 
 
 def _stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:

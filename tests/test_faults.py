@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+import torch
+from safetensors.torch import load_file
 
 import core.models
 from core import cli
@@ -24,18 +27,31 @@ APP = ROOT / "app.py"
 
 @pytest.fixture(scope="module")
 def files(tiny_target, tmp_path_factory) -> dict[str, str]:
-    """A tiny target folder, a drafter trained for another target, a damaged drafter, a file in a folder's place."""
+    """A tiny target folder, a damaged copy of it, a pickle-only copy of it, a drafter trained for another target,
+    a damaged drafter, a file in a folder's place."""
     root = tmp_path_factory.mktemp("faults")
+    target = Path(tiny_target.model.name_or_path)
+    shutil.copytree(target, root / "damaged-target")
+    cut_short(root / "damaged-target" / "model.safetensors")
+    shutil.copytree(target, root / "pickled-target")
+    weights = load_file(root / "pickled-target" / "model.safetensors")
+    (root / "pickled-target" / "model.safetensors").unlink()
+    torch.save(weights, root / "pickled-target" / "pytorch_model.bin")
     save_drafter(random_drafter(tiny_target, "moe"), root / "mismatched")
     meta = json.loads((root / "mismatched" / "drafter.json").read_text())
     meta["config"].update(target_id="someone/else", target_fingerprint="0123456789abcdef")
     (root / "mismatched" / "drafter.json").write_text(json.dumps(meta))
     save_drafter(random_drafter(tiny_target, "moe"), root / "damaged")
-    weights = root / "damaged" / "drafter.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a download cut short
+    cut_short(root / "damaged" / "drafter.safetensors")
     (root / "a-file").write_text("not a folder")
-    return {"target": str(tiny_target.model.name_or_path), "root": str(root),
-            "mismatched": str(root / "mismatched"), "damaged": str(root / "damaged")}
+    return {"target": str(target), "root": str(root), "mismatched": str(root / "mismatched"),
+            "damaged": str(root / "damaged"), "damaged_target": str(root / "damaged-target"),
+            "pickled_target": str(root / "pickled-target")}
+
+
+def cut_short(path: Path) -> None:
+    """A download cut short: the file's first half."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 @pytest.fixture
@@ -71,6 +87,8 @@ FAULTS: dict[str, tuple[Callable | None, str, str | None, tuple[str, ...]]] = {
     "unwritable cache": (unwritable_cache, "default", None, ("cannot write the model cache", "JAKIRO_CACHE")),
     "mismatched drafter": (None, "{target}", "{mismatched}", ("trained for target 'someone/else'", "--drafter")),
     "damaged drafter": (None, "{target}", "{damaged}", ("damaged", "--drafter")),
+    "damaged target": (None, "{damaged_target}", None, ("damaged", "download or convert the model again", "--target")),
+    "pickle-only target": (None, "{pickled_target}", None, ("only pickle weights", "safetensors", "--target")),
 }
 
 
@@ -143,3 +161,15 @@ def test_without_a_port_the_next_free_one_is_used(busy_port, app_module, monkeyp
     monkeypatch.setenv("GRADIO_SERVER_PORT", "http")
     with pytest.raises(app_module["StartupError"], match="not a port number"):
         app_module["pick_port"](None, None)
+
+
+@pytest.mark.parametrize("command", [
+    [str(APP), "--no-warm-up", "--target"],
+    ["-m", "core", "generate", "--prompt", "hi", "--drafter", "none", "--target"],
+], ids=["app.py", "core generate"])
+def test_damaged_target_end_to_end(files, command):
+    """The real script and command line on a target whose weights were cut short: status 2, the message alone."""
+    result = subprocess.run([sys.executable, *command, files["damaged_target"]],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and "http://" not in result.stdout
+    assert_one_clear_line(result.stderr, ("damaged", "--target"))
