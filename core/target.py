@@ -18,11 +18,14 @@ from core.hardware import resolve_dtype_name
 from core.models import resolve_target
 
 DTYPE_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A prompt longer than this many characters per token of the model's context is refused before it is tokenized
+# (English averages ~4 characters per token), so a huge paste cannot keep the one model worker busy.
+PROMPT_CHARS_PER_TOKEN = 16
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 class PromptError(ValueError):
-    """The prompt cannot be decoded from (empty, or longer than the model's context)."""
+    """The prompt cannot be decoded from (empty, not valid Unicode, or longer than the model's context)."""
 
 
 class TargetLoadError(ValueError):
@@ -180,10 +183,10 @@ class TargetModel:
         """Token ids of ``prompt`` as one user turn, ready for the assistant's answer.
 
         The user's text is tokenized with special tokens split, so typed markers such as
-        ``<|im_end|>`` stay plain text and cannot end the turn or inject a role.
+        ``<|im_end|>`` stay plain text and cannot end the turn or inject a role. Raises ``PromptError``
+        for an empty prompt, one that is not valid Unicode, or one longer than the context.
         """
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise PromptError("the prompt is empty: type a question or instruction")
+        check_prompt(prompt, self.max_context * PROMPT_CHARS_PER_TOKEN)
         sentinel = "\u2063JAKIRO_USER_TEXT\u2063"
         if self.tokenizer.chat_template:
             rendered = self.tokenizer.apply_chat_template(
@@ -213,6 +216,22 @@ class TargetModel:
     def token_text(self, token_id: int) -> str:
         """Readable text of one token (special tokens kept, so an end-of-turn is visible)."""
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
+
+
+def check_prompt(prompt: str, max_chars: int) -> None:
+    """Raise ``PromptError`` unless ``prompt`` is non-blank text of at most ``max_chars`` characters that can be
+    encoded as UTF-8 (no lone surrogates, which arrive from bytes that were not UTF-8 or from broken JSON)."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PromptError("the prompt is empty: type a question or instruction")
+    if len(prompt) > max_chars:
+        raise PromptError(f"the prompt is {len(prompt):,} characters long; the limit is {max_chars:,}: shorten it")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise PromptError(
+            f"the prompt is not valid Unicode text: character {err.start + 1} is a lone surrogate "
+            f"(U+{ord(prompt[err.start]):04X}), usually from text that was not UTF-8: type or paste that part again"
+        ) from None
 
 
 def _refuse_pickle_only(path: str) -> None:
