@@ -16,18 +16,20 @@ Compatibility: fields added after version 1 are optional. A reader treats a miss
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 SCHEMA = "jakiro-trace"
 SCHEMA_VERSION = 1
 MAX_TRACE_BYTES = 64 * 1024 * 1024
+MAX_TREE_DEPTH = 1024  # a loaded trace's depths and accept lengths are bounded: figures have one bar per depth
 
 
 class TraceError(ValueError):
-    """A trace file is malformed, too large, or of another schema version."""
+    """A trace file is malformed, too large, of another schema version, or holds values of the wrong type."""
 
 
 @dataclass
@@ -111,30 +113,152 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def parse_records(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """Parse and validate JSONL trace lines: every field that ``summarize`` and the app read has its recorded
+    type, and every draft tree is a tree (so nothing computed from a loaded trace can fail); raises
+    ``TraceError`` naming the line and field otherwise."""
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise TraceError(f"line {number} is not valid JSON: {err.msg}") from err
+        record = _parse_line(line, number)
         if not isinstance(record, dict) or record.get("type") not in ("header", "step"):
             raise TraceError(f"line {number} is not a trace record (needs a 'type' of 'header' or 'step')")
-        records.append(record)
-    if not records or records[0]["type"] != "header":
+        records.append((number, record))
+    if not records or records[0][1]["type"] != "header":
         raise TraceError("a trace starts with a header record")
-    head = records[0]
+    head = records[0][1]
     if head.get("schema") != SCHEMA or head.get("version") != SCHEMA_VERSION:
         raise TraceError(
             f"trace schema {head.get('schema')!r} version {head.get('version')!r} is not supported "
             f"(this build reads {SCHEMA!r} version {SCHEMA_VERSION})"
         )
-    for number, record in enumerate(records[1:], start=2):
-        missing = [k for k in ("step", "kind", "emitted", "accepted_len", "draft_ms", "verify_ms") if k not in record]
+    _check_fields(head, HEADER_FIELDS, f"line {records[0][0]}: the header")
+    for number, record in records[1:]:
+        if record["type"] != "step":
+            raise TraceError(f"line {number} is a second header; a trace has one, first")
+        _check_step(record, f"line {number}")
+    return [record for _, record in records]
+
+
+def _parse_line(line: str, number: int) -> Any:
+    try:
+        return json.loads(line, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as err:
+        raise TraceError(f"line {number} is not valid JSON: {err.msg}") from err
+    except RecursionError:
+        raise TraceError(f"line {number} is nested too deeply to be a trace record") from None
+    except ValueError as err:  # NaN/Infinity, integers of thousands of digits
+        raise TraceError(f"line {number} is not valid trace JSON: {err}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a trace holds")
+
+
+# --- record content ----------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    """An int a browser can hold exactly (|v| <= 2**53), not a bool."""
+    return isinstance(v, int) and not isinstance(v, bool) and abs(v) <= 2**53
+
+
+def _is_number(v: Any) -> bool:
+    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _list_of(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and all(test(x) for x in v)
+
+
+def _or_null(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or test(v)
+
+
+Check = tuple[str, Callable[[Any], bool]]  # (what a value must be, as messages say it; the test)
+COUNT: Check = ("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+TOKEN_ID: Check = ("a token id (an integer >= 0)", COUNT[1])
+INDEX: Check = ("an integer >= -1", lambda v: _is_int(v) and v >= -1)
+DEPTH: Check = (f"an integer in 0..{MAX_TREE_DEPTH}", lambda v: _is_int(v) and 0 <= v <= MAX_TREE_DEPTH)
+PROB_OR_NULL: Check = ("a probability or null", _or_null(lambda v: _is_number(v) and 0 <= v <= 1 + 1e-3))
+AMOUNT: Check = ("a number >= 0", lambda v: _is_number(v) and v >= 0)
+LOGP: Check = ("a log-probability (a number <= 0)", lambda v: _is_number(v) and v <= 1e-3)  # rounding allowed
+TEXT: Check = ("a string", lambda v: isinstance(v, str))
+TEXT_OR_NULL: Check = ("a string or null", _or_null(lambda v: isinstance(v, str)))
+FLAG: Check = ("true or false", lambda v: isinstance(v, bool))
+INTS: Check = ("a list of integers", _list_of(_is_int))
+NUMBERS: Check = ("a list of numbers", _list_of(_is_number))
+OBJECTS: Check = ("a list of objects", _list_of(lambda v: isinstance(v, dict)))
+OBJECT_OR_NULL: Check = ("an object or null", _or_null(lambda v: isinstance(v, dict)))
+STEP_KIND: Check = ("one of prefill, spec, plain", lambda v: v in ("prefill", "spec", "plain"))
+EXPERT_TOPK: Check = ("null or two non-empty lists of integers", _or_null(
+    lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(x, list) and x and INTS[1](x) for x in v)))
+EXPERT_TOPK_TEXT: Check = ("null or lists of strings", _or_null(_list_of(_list_of(lambda v: isinstance(v, str)))))
+
+# field -> (check, required); optional fields may be absent, never of another type
+HEADER_FIELDS = {"method": (TEXT_OR_NULL, False), "prompt": (TEXT_OR_NULL, False),
+                 "drafter": (OBJECT_OR_NULL, False), "stop_token_ids": (INTS, False)}
+STEP_FIELDS = {
+    "step": (COUNT, True), "kind": (STEP_KIND, True), "emitted": (OBJECTS, True), "accepted_len": (DEPTH, True),
+    "draft_ms": (AMOUNT, True), "verify_ms": (AMOUNT, True), "commit_ms": (AMOUNT, False),
+    "drafter_forwards": (COUNT, False), "tree_nodes": (COUNT, False), "candidates": (COUNT, False),
+    "tree_depth": (DEPTH, False), "new_tokens": (COUNT, False), "target_forwards": (COUNT, False),
+    "tau": (AMOUNT, False), "nodes": (OBJECTS, False), "accepted_path": (INTS, False), "finished": (FLAG, False),
+    "stop_reason": (TEXT, False), "note": (TEXT, False),
+}
+SPEC_FIELDS = ("drafter_forwards", "tree_nodes", "candidates", "tau")  # what the view of a speculative step reads
+EMITTED_FIELDS = {"token_id": (TOKEN_ID, True), "text": (TEXT, True), "source": (TEXT, True), "node": (INDEX, True)}
+NODE_FIELDS = {
+    "id": (COUNT, True), "parent": (INDEX, True), "depth": (DEPTH, True), "token_id": (TOKEN_ID, True),
+    "token": (TEXT, True), "logp": (LOGP, True), "score": (LOGP, True), "kept": (FLAG, True),
+    "branch": (TEXT, True), "expert": (INDEX, True), "routing": (NUMBERS, True),
+    "target_prob": (PROB_OR_NULL, True), "accepted": (FLAG, True),
+    "expert_topk": (EXPERT_TOPK, False), "expert_topk_text": (EXPERT_TOPK_TEXT, False),
+}
+
+
+def _check_fields(record: dict[str, Any], fields: dict[str, tuple[Check, bool]], where: str) -> None:
+    for name, ((what, test), required) in fields.items():
+        if name not in record:
+            if required:
+                raise TraceError(f"{where} lacks {name}")
+            continue
+        if not test(record[name]):
+            raise TraceError(f"{where}: {name} must be {what}, got {_shown(record[name])}")
+
+
+def _check_step(record: dict[str, Any], where: str) -> None:
+    _check_fields(record, STEP_FIELDS, where)
+    for i, token in enumerate(record["emitted"]):
+        _check_fields(token, EMITTED_FIELDS, f"{where}, emitted token {i}")
+    if record["kind"] == "spec":
+        missing = [k for k in SPEC_FIELDS if k not in record]
         if missing:
-            raise TraceError(f"step record {number} lacks {', '.join(missing)}")
-    return records
+            raise TraceError(f"{where}: a speculative step lacks {', '.join(missing)}")
+    nodes = record.get("nodes", [])
+    for i, node in enumerate(nodes):
+        _check_fields(node, NODE_FIELDS, f"{where}, node {i}")
+    _check_tree(nodes, where)
+    if nodes and "accepted_path" not in record:
+        raise TraceError(f"{where}: a step with tree nodes lacks accepted_path")
+
+
+def _check_tree(nodes: list[dict[str, Any]], where: str) -> None:
+    """Node i has id i; node 0 is the root (parent -1); every other node's parent comes before it; a verified
+    (kept) node's parent was verified too. So the nodes form one tree whose verified part is ancestor-closed."""
+    for i, node in enumerate(nodes):
+        if node["id"] != i:
+            raise TraceError(f"{where}, node {i}: id must be {i} (nodes are listed in id order), got {node['id']}")
+        if (node["parent"] == -1) != (i == 0) or node["parent"] >= i:
+            raise TraceError(f"{where}, node {i}: parent must be -1 for node 0 and an earlier node otherwise, "
+                             f"got {node['parent']}")
+        if i and node["kept"] and not nodes[node["parent"]]["kept"]:
+            raise TraceError(f"{where}, node {i} was verified but its parent {node['parent']} was not")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def steps_of(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -96,6 +97,9 @@ def test_round_trip_real_trace(tiny_target, tmp_path):
         ('{"type": "header", "schema": "other", "version": 1}\n', "not supported"),
         (json.dumps(header_record()) + '\n{"type": "step", "step": 1}\n', "lacks"),
         ("[1, 2]\n", "not a trace record"),
+        ("[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
+        ('{"type": "header", "schema": "jakiro-trace", "version": 1, "x": NaN}\n', "NaN is not a number"),
+        ('{"type": "header", "x": ' + "9" * 5000 + "}\n", "not valid trace JSON"),
     ],
 )
 def test_bad_trace_files(tmp_path, content, message):
@@ -103,6 +107,47 @@ def test_bad_trace_files(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(TraceError, match=message):
         read_jsonl(path)
+
+
+def _hand_trace_with(change) -> list[dict]:
+    """HAND as JSON-ready records, with ``change`` applied to a copy (it mutates the records it is given)."""
+    records = json.loads(json.dumps(HAND))
+    change(records)
+    return records
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t[2].update(emitted=5), "line 3: emitted must be a list of objects, got 5"),
+    (lambda t: t[2]["emitted"][0].update(text=None), "line 3, emitted token 0: text must be a string, got null"),
+    (lambda t: t[2].update(accepted_len="2"), 'accepted_len must be an integer in 0..1024, got "2"'),
+    (lambda t: t[2].update(accepted_len=10**9), "accepted_len must be an integer in 0..1024"),
+    (lambda t: t[2].update(draft_ms=-1.0), "draft_ms must be a number >= 0"),
+    (lambda t: t[2].update(kind="magic"), "kind must be one of prefill, spec, plain"),
+    (lambda t: t[2].pop("tree_nodes"), "a speculative step lacks tree_nodes"),
+    (lambda t: t[2].pop("accepted_path"), "lacks accepted_path"),
+    (lambda t: t[2]["nodes"][1].update(routing=["a"]), "line 3, node 1: routing must be a list of numbers"),
+    (lambda t: t[2]["nodes"][1].update(score=1e9), "score must be a log-probability"),
+    (lambda t: t[2]["nodes"][1].update(expert_topk=[[1], []]), "expert_topk must be null or two non-empty lists"),
+    (lambda t: t[2]["nodes"][1].update(kept=1), "kept must be true or false, got 1"),
+    (lambda t: t[2]["nodes"][1].update(token_id=2**60), "token_id must be a token id"),
+    (lambda t: t[2]["nodes"][2].update(id=7), "node 2: id must be 2"),
+    (lambda t: t[2]["nodes"][3].update(parent=3), "node 3: parent must be -1 for node 0 and an earlier node"),
+    (lambda t: t[2]["nodes"][1].update(parent=-1), "node 1: parent must be -1 for node 0 and an earlier node"),
+    (lambda t: t[2]["nodes"][0].update(kept=False), "node 1 was verified but its parent 0 was not"),
+    (lambda t: t[0].update(stop_token_ids="2"), "the header: stop_token_ids must be a list of integers"),
+    (lambda t: t[0].update(drafter=[]), "the header: drafter must be an object or null"),
+    (lambda t: t.append(header_record()), "line 6 is a second header"),
+])
+def test_record_content_is_validated(tmp_path, change, message):
+    path = tmp_path / "t.jsonl"
+    write_jsonl(_hand_trace_with(change), path)
+    with pytest.raises(TraceError, match=re.escape(message)):
+        read_jsonl(path)
+
+
+def test_hand_trace_is_valid(tmp_path):
+    write_jsonl(HAND, tmp_path / "t.jsonl")
+    assert read_jsonl(tmp_path / "t.jsonl") == HAND
 
 
 def test_huge_and_binary_trace_files(tmp_path, monkeypatch):
