@@ -2,7 +2,6 @@
 50 generations in a row, exports and uploads."""
 from __future__ import annotations
 
-import gc
 import json
 import re
 import threading
@@ -13,14 +12,17 @@ from typing import Any, Callable
 
 import gradio as gr
 import httpx
-import psutil
 import pytest
 from gradio_client import Client
 from gradio_client.utils import QueueError, Status
 
 import app.session as app_session
-from app.session import Session, Settings, delete_session, export_files, load_session, run_all
+from app.session import Session, Settings, export_files, load_session
+from benchmarks import memory_soak
+from benchmarks.memory_soak import report, soak
 from core.config import EngineConfig
+from core.drafter import save_drafter
+from core.registry import random_drafter
 from core.trace import TraceError, header_record, read_jsonl
 from tests.helpers import NO_FALLBACK, launched, tiny_engines
 
@@ -138,31 +140,30 @@ def test_a_stream_closed_mid_generation_does_not_change_the_next(engines):
     assert decisions(decoder.generate(PROMPTS[0], cfg)) == fresh
 
 
+RSS_BOUND_MB = 32  # README's "Limits and safe deployment" states both bounds
+OBJECT_BOUND = 2000  # one generation's records alone are several thousand objects
+
+
 def test_fifty_generations_in_a_row_keep_memory_bounded(engines):
     settings = Settings(max_new_tokens=4, tree_top_k=2, depth=3, total_tokens=8)  # small: the loop is what counts
-    process = psutil.Process()
+    result = soak(engines, settings, generations=50)
+    print(report(result, settings, list(engines.decoders)))
+    assert result.rss_growth_mb < RSS_BOUND_MB  # a leaked trace or KV cache per generation would pass it quickly
+    assert result.object_growth < OBJECT_BOUND
 
-    def generate(i: int) -> Session:
-        session = Session()
-        list(run_all(engines, PROMPTS[i % len(PROMPTS)], settings, session, min_interval_s=0))
-        return session
 
-    for i in range(5):  # warm-up: allocator pools and lazy initialisation
-        generate(i)
-    gc.collect()
-    rss, objects = process.memory_info().rss, len(gc.get_objects())
-    for i in range(50):
-        session = generate(i)
-        if i % 10 == 0:
-            export_files(session)
-            delete_session(session)
-    del session
-    gc.collect()
-    rss_growth_mb = (process.memory_info().rss - rss) / 2**20
-    object_growth = len(gc.get_objects()) - objects
-    print(f"50 generations: RSS {rss_growth_mb:+.1f} MB, Python objects {object_growth:+d}")
-    assert rss_growth_mb < 32  # generous: a leaked trace or KV cache per generation would pass it quickly
-    assert object_growth < 2000  # one generation's records alone are several thousand objects
+def test_the_memory_soak_script_runs_on_any_target(engines, tmp_path, capsys):
+    """benchmarks/memory_soak.py, which measured README's figure on the default model, on a tiny target."""
+    target = engines.target
+    save_drafter(random_drafter(target, "moe"), tmp_path / "jakiro")
+    argv = ["--target", target.model.name_or_path, "--drafters", str(tmp_path / "jakiro"), "--generations", "2",
+            "--max-new-tokens", "3", "--json"]
+    assert memory_soak.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert lines[0].startswith("2 generations") and "RSS" in lines[0]
+    assert figures["generations"] == 2 and figures["rss_after_mb"] > 0 and figures["objects_after"] > 0
+    assert figures["methods"] == [str(tmp_path / "jakiro"), "none"]
 
 
 def test_uploads_over_the_cap_are_refused_by_the_server(app):
