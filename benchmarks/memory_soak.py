@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psutil
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported: the models are local
+
+import psutil  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
