@@ -96,11 +96,9 @@ def load_models(args: argparse.Namespace) -> Engines | None:
     from app.session import load_engines, warm_up
     from core.drafter import DrafterMismatchError
 
-    options = {"weights": args.drafter_weights}
-    if args.trust_remote_code:  # load_engines passes it on to TargetModel.load
-        options["trust_remote_code"] = True
     try:
-        engines = load_engines(args.target, args.dtype, args.drafters, **options)
+        engines = load_engines(args.target, args.dtype, args.drafters, weights=args.drafter_weights,
+                               trust_remote_code=args.trust_remote_code)
     except DrafterMismatchError as err:
         raise StartupError(
             f"{err}. Pass --drafters with drafter folders saved for this target by `python -m core train fit "

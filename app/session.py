@@ -80,15 +80,17 @@ class Engines:
 
 
 def load_engines(target: str, dtype: str = "float32", drafters: list[str] | None = None, seed: int = 0,
-                 weights: str = "auto", other_dtypes: bool = True) -> Engines:
+                 weights: str = "auto", other_dtypes: bool = True, trust_remote_code: bool = False) -> Engines:
     """Load the target once and build every proposer on it (slow: call at start-up only); ``weights`` as in
-    ``build_proposer``. With ``other_dtypes`` the same models may be loaded again in another dtype on demand."""
-    model = TargetModel.load(target, dtype=dtype)
+    ``build_proposer``. With ``other_dtypes`` the same models may be loaded again in another dtype on demand;
+    ``trust_remote_code`` lets a target run its own modeling code (app.py --trust-remote-code)."""
+    model = TargetModel.load(target, dtype=dtype, trust_remote_code=trust_remote_code)
     proposers = {spec: build_proposer(spec, model, seed, weights) for spec in (drafters or ["jakiro", "eagle"])}
     cards = [describe(spec, proposer) for spec, proposer in proposers.items() if proposer is not None]
     engines = engines_for(model, proposers, cards)
     if other_dtypes:
-        engines.load_dtype = lambda other: load_engines(target, other, drafters, seed, weights, other_dtypes=False)
+        engines.load_dtype = lambda other: load_engines(target, other, drafters, seed, weights, other_dtypes=False,
+                                                        trust_remote_code=trust_remote_code)
     return engines
 
 

@@ -102,31 +102,31 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     elem_id="status",
                 )
                 with gr.Accordion("Settings", open=False, elem_id="settings"):
-                    max_new_tokens = gr.Slider(1, 256, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens",
-                                               elem_id="max-new-tokens")
-                    temperature = gr.Slider(0, 2, value=DEFAULTS.temperature, step=0.05,
-                                            label="Temperature (0 = greedy)")
-                    top_p = gr.Slider(0.05, 1, value=DEFAULTS.top_p, step=0.05, label="Top-p (sampling only)")
-                    tree_top_k = gr.Slider(1, 16, value=DEFAULTS.tree_top_k, step=1,
-                                           label="Tree top-k (children per node, frontier width)")
-                    depth = gr.Slider(1, 12, value=DEFAULTS.depth, step=1, label="Tree depth (draft layers)")
-                    total_tokens = gr.Slider(1, 128, value=DEFAULTS.total_tokens, step=1,
-                                             label="Total tokens (most nodes verified per cycle)",
-                                             elem_id="total-tokens")
+                    max_new_tokens = _Slider(1, 256, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens",
+                                             elem_id="max-new-tokens")
+                    temperature = _Slider(0, 2, value=DEFAULTS.temperature, step=0.05,
+                                          label="Temperature (0 = greedy)")
+                    top_p = _Slider(0.05, 1, value=DEFAULTS.top_p, step=0.05, label="Top-p (sampling only)")
+                    tree_top_k = _Slider(1, 16, value=DEFAULTS.tree_top_k, step=1,
+                                         label="Tree top-k (children per node, frontier width)")
+                    depth = _Slider(1, 12, value=DEFAULTS.depth, step=1, label="Tree depth (draft layers)")
+                    total_tokens = _Slider(1, 128, value=DEFAULTS.total_tokens, step=1,
+                                           label="Total tokens (most nodes verified per cycle)",
+                                           elem_id="total-tokens")
                     adaptive = gr.Checkbox(value=DEFAULTS.adaptive, label="Adaptive tree size (verify only the "
                                            "nodes whose draft confidence pays for their measured cost here)")
-                    lookup = gr.Slider(0, 32, value=DEFAULTS.lookup, step=1, label="Context lookup (tokens)",
-                                       info="Also verify the tokens that followed the last 3 tokens earlier in the "
-                                            "prompt or answer (fewer after a shorter match). 0 = off.",
-                                       elem_id="lookup")
-                    lookup_max = gr.Slider(0, 64, value=DEFAULTS.lookup_max, step=1, label="Lookup while copying",
-                                           info="After a cycle accepted a whole looked-up run, the next is twice as "
-                                                "long, up to this many tokens (at most the above: no growth).",
-                                           elem_id="lookup-max")
-                    lookup_runs = gr.Slider(1, 8, value=DEFAULTS.lookup_runs, step=1, label="Lookup runs",
-                                            info="After a 3-token match, verify what followed up to this many of "
-                                                 "its earlier occurrences, the most recent first.",
-                                            elem_id="lookup-runs")
+                    lookup = _Slider(0, 32, value=DEFAULTS.lookup, step=1, label="Context lookup (tokens)",
+                                     info="Also verify the tokens that followed the last 3 tokens earlier in the "
+                                          "prompt or answer (fewer after a shorter match). 0 = off.",
+                                     elem_id="lookup")
+                    lookup_max = _Slider(0, 64, value=DEFAULTS.lookup_max, step=1, label="Lookup while copying",
+                                         info="After a cycle accepted a whole looked-up run, the next is twice as "
+                                              "long, up to this many tokens (at most the above: no growth).",
+                                         elem_id="lookup-max")
+                    lookup_runs = _Slider(1, 8, value=DEFAULTS.lookup_runs, step=1, label="Lookup runs",
+                                          info="After a 3-token match, verify what followed up to this many of "
+                                               "its earlier occurrences, the most recent first.",
+                                          elem_id="lookup-runs")
                     schedule = gr.Radio(["hybrid", "standard"], value=DEFAULTS.schedule,
                                         label="Jakiro schedule (hybrid: last layer from the contrastive head)")
                     decoupled = gr.Checkbox(value=DEFAULTS.decoupled,
@@ -366,6 +366,20 @@ def _tree_and_sampling(settings: Settings) -> tuple[Any, Any]:
     """The tree and sampling configs ``settings`` give an MoE drafter (the superset); raises ConfigError."""
     cfg = engine_config(settings, moe=True)
     return cfg.tree, cfg.sampling
+
+
+class _Slider(gr.Slider):
+    """A settings slider whose refusal of an out-of-range value (through the API; the browser clamps) names the
+    setting: gradio's own message says only "Value 99 is greater than maximum value 12."."""
+
+    def get_block_name(self) -> str:
+        return "slider"  # the browser draws it with gradio's own slider
+
+    def preprocess(self, payload: float) -> float:
+        try:
+            return super().preprocess(payload)
+        except gr.Error as err:
+            raise gr.Error(f"{self.label}: {err.message}") from None
 
 
 def _token_box(name: str | None, elem_id: str) -> gr.HighlightedText:

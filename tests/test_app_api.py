@@ -141,7 +141,6 @@ def test_what_gradio_client_cannot_send_is_explained_too(client, app, kwargs, me
     assert message in raw_refusal(client, app[1], kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason="gradio's slider refusal names no setting; needs app/ui.py to name it")
 @pytest.mark.parametrize("kwargs, setting", [({"depth": 10**6}, "depth"), ({"top_p": 1.5}, "top-p")])
 def test_out_of_range_settings_are_refused_naming_the_setting(client, kwargs, setting):
     assert setting in refusal(client, kwargs).lower()

@@ -59,6 +59,20 @@ def set_slider(page, elem_id: str, value: str, attempts: int = 10) -> None:
     raise AssertionError(f"{elem_id} did not take the value {value}")
 
 
+# Set window.sawAllStreaming once the page shows all three boxes holding tokens while the status still says
+# Running: watched on every DOM change, so a fast generation cannot slip between two polls.
+STREAM_WATCH = """() => {
+    window.sawAllStreaming = false;
+    const check = () => {
+        const running = document.querySelector('#status').innerText.includes('Running');
+        const all = ['#tokens-a', '#tokens-b', '#tokens-plain'].every(
+            id => document.querySelectorAll(id + ' .token').length > 0);
+        if (running && all) window.sawAllStreaming = true;
+    };
+    new MutationObserver(check).observe(document.body, {childList: true, subtree: true, characterData: true});
+}"""
+
+
 def shoot(page, name: str) -> None:
     """A full-page screenshot for a look by eye, when JAKIRO_SCREENSHOTS names a folder."""
     if os.environ.get("JAKIRO_SCREENSHOTS"):
@@ -78,13 +92,14 @@ def test_generate_inspect_scrub_and_export(page, tmp_path):
 
     # a long generation streams into all three boxes at once (the methods take turns), and Stop ends it
     set_slider(page, "#max-new-tokens", "256")
+    page.evaluate(STREAM_WATCH)
     page.locator("#generate").click()
-    page.wait_for_function(
-        """() => document.querySelector('#status').innerText.includes('Running')
-                 && ['#tokens-a', '#tokens-b', '#tokens-plain'].every(
-                        id => document.querySelectorAll(id + ' .token').length > 0)""", timeout=60_000)
+    page.wait_for_function("() => window.sawAllStreaming", timeout=60_000)
     shoot(page, "streaming")
     page.locator("#stop").click()
+    # Stop's follow-up sets the step slider to the stopped run: only then has the cancel been handled (gradio cancels
+    # every job of the event that is queued when the cancel arrives, a Generate clicked just before it included)
+    expect(page.locator("#step input[type=range]")).not_to_have_attribute("max", "1", timeout=30_000)
 
     set_slider(page, "#max-new-tokens", "12")
     # the random drafters' trees are never accepted, so without the context lookup (which the random target's

@@ -56,7 +56,14 @@ def test_trust_remote_code_is_off_unless_a_flag_asks(app_module, monkeypatch):
     import app.session
 
     seen: dict = {}
-    monkeypatch.setattr(app.session, "load_engines", lambda *args, **kwargs: seen.update(kwargs) or "engines")
+    real = inspect.signature(app.session.load_engines)
+
+    def load_engines(*args, **kwargs):
+        real.bind(*args, **kwargs)  # the real loader takes what app.py passes
+        seen.update(kwargs)
+        return "engines"
+
+    monkeypatch.setattr(app.session, "load_engines", load_engines)
     app_module["load_models"](app_module["parse_args"](["--no-warm-up"]))
     assert seen.get("trust_remote_code", False) is False
     app_module["load_models"](app_module["parse_args"](["--no-warm-up", "--trust-remote-code"]))
