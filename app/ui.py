@@ -102,28 +102,28 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     elem_id="status",
                 )
                 with gr.Accordion("Settings", open=False, elem_id="settings"):
-                    max_new_tokens = _Slider(1, 256, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens",
+                    max_new_tokens = _slider(1, 256, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens",
                                              elem_id="max-new-tokens")
-                    temperature = _Slider(0, 2, value=DEFAULTS.temperature, step=0.05,
+                    temperature = _slider(0, 2, value=DEFAULTS.temperature, step=0.05,
                                           label="Temperature (0 = greedy)")
-                    top_p = _Slider(0.05, 1, value=DEFAULTS.top_p, step=0.05, label="Top-p (sampling only)")
-                    tree_top_k = _Slider(1, 16, value=DEFAULTS.tree_top_k, step=1,
+                    top_p = _slider(0.05, 1, value=DEFAULTS.top_p, step=0.05, label="Top-p (sampling only)")
+                    tree_top_k = _slider(1, 16, value=DEFAULTS.tree_top_k, step=1,
                                          label="Tree top-k (children per node, frontier width)")
-                    depth = _Slider(1, 12, value=DEFAULTS.depth, step=1, label="Tree depth (draft layers)")
-                    total_tokens = _Slider(1, 128, value=DEFAULTS.total_tokens, step=1,
+                    depth = _slider(1, 12, value=DEFAULTS.depth, step=1, label="Tree depth (draft layers)")
+                    total_tokens = _slider(1, 128, value=DEFAULTS.total_tokens, step=1,
                                            label="Total tokens (most nodes verified per cycle)",
                                            elem_id="total-tokens")
                     adaptive = gr.Checkbox(value=DEFAULTS.adaptive, label="Adaptive tree size (verify only the "
                                            "nodes whose draft confidence pays for their measured cost here)")
-                    lookup = _Slider(0, 32, value=DEFAULTS.lookup, step=1, label="Context lookup (tokens)",
+                    lookup = _slider(0, 32, value=DEFAULTS.lookup, step=1, label="Context lookup (tokens)",
                                      info="Also verify the tokens that followed the last 3 tokens earlier in the "
                                           "prompt or answer (fewer after a shorter match). 0 = off.",
                                      elem_id="lookup")
-                    lookup_max = _Slider(0, 64, value=DEFAULTS.lookup_max, step=1, label="Lookup while copying",
+                    lookup_max = _slider(0, 64, value=DEFAULTS.lookup_max, step=1, label="Lookup while copying",
                                          info="After a cycle accepted a whole looked-up run, the next is twice as "
                                               "long, up to this many tokens (at most the above: no growth).",
                                          elem_id="lookup-max")
-                    lookup_runs = _Slider(1, 8, value=DEFAULTS.lookup_runs, step=1, label="Lookup runs",
+                    lookup_runs = _slider(1, 8, value=DEFAULTS.lookup_runs, step=1, label="Lookup runs",
                                           info="After a 3-token match, verify what followed up to this many of "
                                                "its earlier occurrences, the most recent first.",
                                           elem_id="lookup-runs")
@@ -368,18 +368,21 @@ def _tree_and_sampling(settings: Settings) -> tuple[Any, Any]:
     return cfg.tree, cfg.sampling
 
 
-class _Slider(gr.Slider):
+def _slider(*args: Any, **kwargs: Any) -> gr.Slider:
     """A settings slider whose refusal of an out-of-range value (through the API; the browser clamps) names the
-    setting: gradio's own message says only "Value 99 is greater than maximum value 12."."""
+    setting: gradio's own message says only "Value 99 is greater than maximum value 12.". (Wrapped, not subclassed:
+    gradio writes a .pyi stub next to the module of any component subclass.)"""
+    slider = gr.Slider(*args, **kwargs)
+    plain = slider.preprocess
 
-    def get_block_name(self) -> str:
-        return "slider"  # the browser draws it with gradio's own slider
-
-    def preprocess(self, payload: float) -> float:
+    def preprocess(payload: float) -> float:
         try:
-            return super().preprocess(payload)
+            return plain(payload)
         except gr.Error as err:
-            raise gr.Error(f"{self.label}: {err.message}") from None
+            raise gr.Error(f"{slider.label}: {err.message}") from None
+
+    slider.preprocess = preprocess
+    return slider
 
 
 def _token_box(name: str | None, elem_id: str) -> gr.HighlightedText:
