@@ -73,8 +73,11 @@ class Engines:
             raise ConfigError(f"dtype must be one of {', '.join(self.dtype_choices())}, got {dtype!r}")
         with self.lock:  # one load at a time; generation steps wait for it
             if dtype not in self._variants:
-                engines = self.load_dtype(dtype)
-                warm_up(engines)
+                try:
+                    engines = self.load_dtype(dtype)
+                    warm_up(engines)
+                except (RuntimeError, OSError, ValueError) as err:  # ModelSourceError, TargetLoadError, files
+                    raise ConfigError(f"cannot load the models in {dtype}: {err}; pick {self.dtype}") from err
                 self._variants[dtype] = engines
         return self._variants[dtype]
 

@@ -52,7 +52,8 @@ STATS_NOTE = (
     "<small>α_d = P(depth d accepted | depth d−1 accepted). With context lookup on, looked-up chains count in "
     "acceptance by depth and accept lengths (they may reach below the tree depth); set Context lookup to 0 to "
     "compare the drafters alone. Sibling diversity counts distinct tokens among every "
-    "candidate drafted at one depth (1.0 = no two branches proposed the same token); the dashed lines are the "
+    "candidate drafted at one depth (1.0 = no two branches proposed the same token); hover a bar for the distinct "
+    "tokens among siblings (children of one node: 1.0 unless two experts' candidates meet, as decoupled ones may); the dashed lines are the "
     "experts' top-k overlap (1.0 = both experts alone would propose the same children). Routing confidence is the "
     "larger weight of the gate head that produced a node (w for MoE nodes, v for contrastive ones).</small>"
 )
@@ -214,6 +215,8 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
             """Run Jakiro, EAGLE-2 and plain decoding on one prompt; stream tokens and counters."""
             fresh = Session(folder=session.folder if session else None)
             try:
+                if engines is None:
+                    raise ConfigError("no model is loaded: this server only replays saved traces (app.py --viewer)")
                 settings = _settings(max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
                                      decoupled, seed, adaptive, lookup, lookup_runs, lookup_max, fallback)
                 notes = " ".join(f"Note: {n}" for n in advisories(*_tree_and_sampling(settings)))
@@ -234,13 +237,14 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
         def finish(session, alignment):
             return _slider_for(session), *render_step(1, session, alignment), *render_stats(session)
 
-        def render_step(value, session, alignment=ALIGN_POSITION):
+        def render_step(value, session, alignment=ALIGN_POSITION, position=None):
+            """The two drafters' steps: ``value`` is the left one's (the slider); with ``position`` (a clicked
+            token), both show the step that produced the token at that place in the answer."""
             a, b, _ = slot_names(list(session.traces)) if session and session.traces else (first, second, None)
             traces = session.traces if session else {}
-            value = int(value or 0)
-            steps = {a: value, b: value}
-            if alignment == ALIGN_POSITION and a and b:
-                steps[b] = text.step_at_position(traces.get(b, []), text.first_position(traces.get(a, []), value))
+            shown = text.inspected_steps(traces.get(a, []), traces.get(b, []), int(value or 0),
+                                         by_position=alignment == ALIGN_POSITION, position=position)
+            steps = {a: shown[0], b: shown[1]}
             out = []
             for name in (a, b):
                 records = traces.get(name) if name else None
@@ -269,13 +273,15 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
         def jump_to_token(slot: int):
             def handler(evt: gr.SelectData, session, alignment):
                 names_now = slot_names(list(session.traces)) if session else (None, None, None)
-                index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
-                # the slider follows the left drafter: the step of its own that produced this place in the answer
-                # (the same token when the answers agree), unless the steps are aligned by number
-                name = names_now[0] if slot != 0 and alignment == ALIGN_POSITION and names_now[0] else names_now[slot]
-                steps = text.token_steps(session.traces.get(name, [])) if name else []
-                value = steps[min(index, len(steps) - 1)] if steps and index >= 0 else 0
-                return value, *render_step(value, session, alignment), gr.Tabs(selected="inspect")
+                index = max(0, evt.index if isinstance(evt.index, int) else (evt.index or [0])[0])
+                # aligned by place, both trees show the step that produced the token at this place in the answer
+                # and the slider follows the left drafter's; by number, the clicked method's own step
+                by_position = alignment == ALIGN_POSITION and names_now[0] is not None
+                name = names_now[0] if by_position else names_now[slot]
+                records = session.traces.get(name, []) if name else []
+                value = text.step_at_position(records, index)
+                position = index if by_position else None
+                return value, *render_step(value, session, alignment, position), gr.Tabs(selected="inspect")
             return handler
 
         def check_settings(*values):
@@ -354,10 +360,11 @@ def _settings(max_new_tokens, temperature, top_p, tree_top_k, depth, total_token
               adaptive, lookup, lookup_runs, lookup_max, fallback) -> Settings:
     """The settings panel's values as ``Settings``; raises ValueError for a value of the wrong kind."""
     return Settings(
-        max_new_tokens=_as_int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
-        tree_top_k=_as_int(tree_top_k), depth=_as_int(depth), total_tokens=_as_int(total_tokens),
-        schedule=str(schedule), decoupled=bool(decoupled), adaptive=bool(adaptive), seed=_as_int(seed),
-        lookup=_as_int(lookup), lookup_runs=_as_int(lookup_runs), lookup_max=_as_int(lookup_max),
+        max_new_tokens=_as_int(max_new_tokens, "max_new_tokens"), temperature=_as_float(temperature, "temperature"),
+        top_p=_as_float(top_p, "top_p"), tree_top_k=_as_int(tree_top_k, "tree_top_k"), depth=_as_int(depth, "depth"),
+        total_tokens=_as_int(total_tokens, "total_tokens"), schedule=str(schedule), decoupled=bool(decoupled),
+        adaptive=bool(adaptive), seed=_as_int(seed, "seed"), lookup=_as_int(lookup, "lookup"),
+        lookup_runs=_as_int(lookup_runs, "lookup_runs"), lookup_max=_as_int(lookup_max, "lookup_max"),
         fallback=bool(fallback),
     )
 
@@ -420,9 +427,19 @@ def _slider_for(session: Session | None) -> Any:
     return gr.update(maximum=max(top, 1), value=1 if top >= 1 else 0)
 
 
-def _as_int(value: Any) -> int:
+def _as_float(value: Any, name: str) -> float:
+    """A setting as a number; raises ValueError naming the setting (the API parameter) otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def _as_int(value: Any, name: str) -> int:
     """Sliders and numbers arrive as floats; reject fractions instead of silently rounding them."""
-    number = float(value)
+    number = _as_float(value, name)
     if not number.is_integer():
-        raise ValueError(f"expected a whole number, got {value!r}")
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
     return int(number)

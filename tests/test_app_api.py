@@ -70,7 +70,7 @@ BAD_REQUESTS = [
     ({"prompt": "a" * 2**20}, "characters long; the limit is 8,192"),  # 1 MB, refused before tokenizing
     ({"max_new_tokens": -5}, "Value -5 is less than minimum"),
     ({"max_new_tokens": 10**9}, f"Value {10**9} is greater than maximum"),
-    ({"max_new_tokens": 2.5}, "whole number"),
+    ({"max_new_tokens": 2.5}, "max_new_tokens must be a whole number"),
     ({"temperature": -1}, "Value -1 is less than minimum"),
     ({"temperature": 1e9}, f"Value {1e9} is greater than maximum"),
     ({"top_p": 0}, "Value 0 is less than minimum"),
@@ -82,7 +82,7 @@ BAD_REQUESTS = [
     ({"depth": 1}, "depth >= 2"),  # Jakiro's hybrid schedule
     ({"total_tokens": 0}, "Value 0 is less than minimum"),
     ({"tree_top_k": 6, "depth": 4, "total_tokens": 600}, "greater than maximum"),
-    ({"lookup": 2.5}, "whole number"),
+    ({"lookup": 2.5}, "lookup must be a whole number"),
     ({"lookup": 99}, "greater than maximum"),
     ({"lookup_runs": 0}, "less than minimum"),
 ]
@@ -178,3 +178,10 @@ def session_of(demo: gr.Blocks, client: Client) -> Session:
     """The ``Session`` that the app keeps in ``client``'s gr.State."""
     state = next(block for block in demo.blocks.values() if isinstance(block, gr.State))
     return demo.state_holder[client.session_hash][state._id]
+
+
+def test_generate_on_a_viewer_says_no_model_is_loaded():
+    with launched(None) as (_, url):
+        outputs = Client(url, verbose=False).predict(prompt="Hi", max_new_tokens=4, temperature=0,
+                                                     api_name="/generate")
+    assert "no model is loaded" in outputs[4]["error"] and "--viewer" in outputs[4]["error"]

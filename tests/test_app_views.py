@@ -358,3 +358,36 @@ def test_empty_statistics_say_why():
     assert bars.layout.annotations[0].text == "nothing verified"
     assert "no speculative steps yet" in stats.acceptance_by_depth_figure({}).layout.annotations[0].text
     assert stats._empty({"jakiro": None}) == stats.NONE_VERIFIED
+
+
+def test_clicked_tokens_show_the_steps_that_produced_them(session, oracle_trace):
+    """By place in the answer, both trees show the step that produced the clicked token, even where the two runs'
+    steps cover the answer differently (the oracle accepts whole trees; the random drafters one token a step)."""
+    left, right = oracle_trace, session.traces["jakiro"]
+    assert max(map(text.token_steps(left).count, set(text.token_steps(left)))) > 1  # steps of several tokens
+    for position in range(len(text.token_steps(right))):
+        a, b = text.inspected_steps(left, right, 0, position=position)
+        assert text.token_steps(left)[position] == a and text.token_steps(right)[position] == b
+    for step in sorted(set(text.token_steps(left))):  # the slider: the left step, the right one where it starts
+        a, b = text.inspected_steps(left, right, step)
+        assert a == step and b == text.token_steps(right)[text.first_position(left, step)]
+    assert text.inspected_steps(left, right, 3, by_position=False, position=7) == (3, 3)
+
+
+def test_sibling_diversity_hover_gives_distinct_tokens_among_siblings(session):
+    fig = stats.sibling_diversity_figure(session.traces)
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert len(bars) == 2 and all("among siblings" in h for bar in bars for h in bar.hovertext)
+
+
+def test_a_dtype_that_fails_to_load_is_explained(engines):
+    from core.models import ModelSourceError
+
+    def broken(dtype):
+        raise ModelSourceError("the model package is missing")
+
+    variant = engines_for(engines.target, {}, [])
+    variant.load_dtype = broken
+    with pytest.raises(ConfigError, match="cannot load the models in bfloat16: the model package is missing"):
+        variant.for_dtype("bfloat16")
+    assert not variant.is_loaded("bfloat16")

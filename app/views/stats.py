@@ -152,18 +152,23 @@ def sibling_stats(records: Iterable[Record]) -> dict[int, dict[str, float]]:
 
 
 def sibling_diversity_figure(traces: dict[str, list[Record]]) -> go.Figure:
-    """Bars: distinct tokens in each tree layer (1.0 = no two parents drafted the same token), per drafter.
-    Lines: the experts' top-k overlap by depth (MoE drafters whose traces recorded it), defined underneath."""
-    series, colors = {}, {}
+    """Bars: distinct tokens in each tree layer (1.0 = no two parents drafted the same token), per drafter; each
+    bar's hover also gives the distinct tokens among siblings (the children of one node: 1.0 unless candidates
+    from two experts meet, as decoupled siblings may). Lines: the experts' top-k overlap by depth (MoE drafters
+    whose traces recorded it), defined underneath."""
+    series, colors, hover = {}, {}, {}
     overlaps: dict[str, dict[int, float]] = {}  # drafter label -> depth -> mean overlap
     for i, (name, records) in enumerate(_drafter_traces(traces).items()):
         stats = sibling_stats(records)
-        series[method_label(name)] = (list(stats), [v["distinct_in_layer"] for v in stats.values()])
-        colors[method_label(name)] = method_color(name, i)
+        label = method_label(name)
+        series[label] = (list(stats), [v["distinct_in_layer"] for v in stats.values()])
+        hover[label] = [f"depth {d}: distinct in the layer {v['distinct_in_layer']:.2f}, among siblings "
+                        f"{v['distinct_among_siblings']:.2f}" for d, v in stats.items()]
+        colors[label] = method_color(name, i)
         _, by_depth = expert_topk_overlap(records)
         if by_depth:
-            overlaps[method_label(name)] = by_depth
-    fig = _bars(series, colors, "tree depth", "distinct ÷ candidates; overlap", rate=True)
+            overlaps[label] = by_depth
+    fig = _bars(series, colors, "tree depth", "distinct ÷ candidates; overlap", rate=True, hover=hover)
     if overlaps:
         _add_overlap_lines(fig, overlaps, colors)
     return fig

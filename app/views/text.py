@@ -85,6 +85,18 @@ def step_at_position(records: Iterable[Record], position: int) -> int:
     return steps[min(position, len(steps) - 1)] if steps else 0
 
 
+def inspected_steps(left: list[Record], right: list[Record], step: int, by_position: bool = True,
+                    position: int | None = None) -> tuple[int, int]:
+    """The steps the step inspector shows for two runs. By number: ``step`` for both. By place in the answer: the
+    step of each that produced the token at ``position``, or, with no position, the left run's ``step`` and the
+    right run's step that produced the token where the left one's step starts."""
+    if not by_position:
+        return step, step
+    if position is None:
+        return step, step_at_position(right, first_position(left, step))
+    return step_at_position(left, position), step_at_position(right, position)
+
+
 def trace_text(records: list[Record]) -> str:
     """The generated text without stop tokens, joined from the recorded token texts."""
     head = records[0] if records and records[0].get("type") == "header" else {}
