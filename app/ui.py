@@ -245,10 +245,14 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
             shown = text.inspected_steps(traces.get(a, []), traces.get(b, []), int(value or 0),
                                          by_position=alignment == ALIGN_POSITION, position=position)
             steps = {a: shown[0], b: shown[1]}
+            place = position if position is not None else text.first_position(traces.get(a, []), int(value or 0))
             out = []
             for name in (a, b):
                 records = traces.get(name) if name else None
-                out.append(text.step_markdown(name, records, steps[name]) if records else "")
+                info = text.step_markdown(name, records, steps[name]) if records else ""
+                if records and alignment == ALIGN_POSITION and place >= len(text.token_steps(records)):
+                    info += " _(This answer ends before that place in the other one: its last step is shown.)_"
+                out.append(info)
             for name in (a, b):
                 out.append(tree.tree_figure(text.step_at(traces.get(name, []), steps[name])))
             for name in (a, b):

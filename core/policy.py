@@ -43,7 +43,8 @@ def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
     if not cfg.enabled:
         return "spec", ""
     if state.cooldown_left > 0:
-        return "plain", f"fallback: plain decoding for {state.cooldown_left} more steps, then probe again"
+        steps = f"{state.cooldown_left} more step{'s' if state.cooldown_left > 1 else ''}"
+        return "plain", f"fallback: plain decoding for {steps}, then probe again"
     gain = expected_speedup(state)
     if gain is None or len(state.spec_ms) < cfg.window:
         return "spec", ""

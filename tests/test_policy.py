@@ -22,7 +22,8 @@ def test_slow_cycles_switch_to_plain_then_probe_again():
     mode, why = decide(state, CFG)
     assert mode == "plain" and "0.67x" in why
     for left in range(5, 0, -1):
-        assert decide(state, CFG)[0] == "plain"
+        mode, why = decide(state, CFG)
+        assert mode == "plain" and f"for {left} more step{'s' if left > 1 else ''}, then probe again" in why
         record_step(state, "plain", emitted=1, ms=40.0, cfg=CFG)
     assert decide(state, CFG)[0] == "spec"  # probe again
 
