@@ -47,7 +47,8 @@ STOP_VARIANTS = ("layerstop", "nolayerstop")  # adaptive drafting also skips a l
 SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
 LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the tree, none, or alone when it copies
 WEIGHT_VARIANTS = ("int8", "int4", "w8a8", "native")  # the drafter's weights (core.quant), or the target's dtype
-VARIANTS = TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS + WEIGHT_VARIANTS
+COST_VARIANTS = ("costcurve", "costline")  # adaptive sizing prices trees by the measured curve or its line
+VARIANTS = TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS + WEIGHT_VARIANTS + COST_VARIANTS
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
 # curve<N>: shorter matches look up lookup x (n / ngram)^N tokens; topk<N>, depth<N>, total<N>: the tree's shape
 SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total)(\d{1,3})")
@@ -206,7 +207,8 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
                 TreeConfig(**{SIZED_FIELDS[sized[1]]: int(sized[2])})
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
-    groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, WEIGHT_VARIANTS, LOOKUP_VARIANTS + ("lookup<N>",),
+    groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, WEIGHT_VARIANTS, COST_VARIANTS,
+              LOOKUP_VARIANTS + ("lookup<N>",),
               ("lookupmax<N>",),
               ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",)]
     kinds = [f"{m[1]}<N>" if (m := SIZED_VARIANT.fullmatch(v)) else v for v in variants]  # lookup24 -> lookup<N>
@@ -240,6 +242,8 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
             tree = replace(tree, adaptive=variant == "adaptive")
         elif variant in STOP_VARIANTS:
             tree = replace(tree, layer_stop=variant == "layerstop")
+        elif variant in COST_VARIANTS:
+            tree = replace(tree, cost_curve=variant == "costcurve")
         elif variant in LOOKUP_VARIANTS:
             tree = replace(tree, lookup=(tree.lookup or LOOKUP_TOKENS) if variant != "nolookup" else 0,
                            lookup_alone=variant == "lookupalone")

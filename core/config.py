@@ -72,6 +72,8 @@ class TreeConfig:
         occurrences first); a shorter match looks up one.
     lookup_alone: when the longest n-gram matched and a full ``lookup``-token run followed it, verify
         the looked-up runs alone and skip drafting this cycle (prompt lookup's cost where text is copied).
+    cost_curve: adaptive trees price a verification by the measured costs interpolated between the timed sizes
+        (core.sizing); off, by the least-squares line through them.
     """
 
     top_k: int = 4
@@ -87,6 +89,7 @@ class TreeConfig:
     lookup_curve: int = 2
     lookup_runs: int = 1
     lookup_alone: bool = False
+    cost_curve: bool = False
 
     def __post_init__(self) -> None:
         _require(_is_int(self.top_k) and 1 <= self.top_k <= 64, f"tree top_k must be an integer in 1..64, got {self.top_k!r}")
@@ -107,6 +110,7 @@ class TreeConfig:
                  f"tree lookup_runs must be an integer in 1..8, got {self.lookup_runs!r}")
         _require(isinstance(self.layer_stop, bool), f"tree layer_stop must be true or false, got {self.layer_stop!r}")
         _require(isinstance(self.lookup_alone, bool), f"tree lookup_alone must be true or false, got {self.lookup_alone!r}")
+        _require(isinstance(self.cost_curve, bool), f"tree cost_curve must be true or false, got {self.cost_curve!r}")
         _require(self.schedule in ("standard", "hybrid"), f"tree schedule must be 'standard' or 'hybrid', got {self.schedule!r}")
         _require(
             self.schedule != "hybrid" or self.depth >= 2,

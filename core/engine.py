@@ -177,7 +177,8 @@ class SpecDecoder:
         if cfg.tree.adaptive:
             state.propose_ms += (self._clock() - t_propose) * 1e3
             state.proposed_forwards += proposal.forwards
-            proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3)
+            proposal, predicted = self._size(proposal, state.calibration, (self._clock() - t0) * 1e3,
+                                             cfg.tree.cost_curve)
         if runs:
             proposal = replace(proposal, tree=graft(proposal.tree, runs))
         return _Draft(proposal, runs, predicted)
@@ -194,11 +195,14 @@ class SpecDecoder:
         return DraftStop(min_path_prob=prune_floor(self.verify_cost(), tokens_per_ms, ratio),
                          min_layer_gain=break_even(forward_ms, tokens_per_ms, ratio) if layers else 0.0)
 
-    def _size(self, proposal: Proposal, calibration: Calibration, draft_ms: float) -> tuple[Proposal, float]:
-        """Keep only the best nodes worth verifying (core.sizing); also returns their summed path probability."""
+    def _size(self, proposal: Proposal, calibration: Calibration, draft_ms: float,
+              curve: bool) -> tuple[Proposal, float]:
+        """Keep only the best nodes worth verifying (core.sizing), priced by the measured cost ``curve`` or its
+        line; also returns their summed path probability."""
         tree = proposal.tree
         probs = path_probs(tree.scores[tree.kept][1:])  # [m] best first
-        n = best_size(probs, self.verify_cost(), draft_ms, calibration.ratio, probs.numel())
+        cost = self.verify_cost() if curve else self.verify_cost().linear()
+        n = best_size(probs, cost, draft_ms, calibration.ratio, probs.numel())
         return replace(proposal, tree=keep_best(tree, n)), float(probs[:n].sum())
 
     def _mode(self, state: _State, fallback: FallbackConfig) -> tuple[str, str]:

@@ -4,8 +4,9 @@ A node's path is accepted with probability P_i = exp(cumulative draft log-prob) 
 calibrated, and siblings exclude each other, so verifying the T best nodes accepts on average
 E(T) = c * sum_{i<=T} P_i draft tokens (plus the target's own token), where c corrects the drafter's
 calibration from what verification actually accepted in this generation. A cycle costs the drafting
-already spent plus the verification of T + 1 tokens, which is measured on this machine:
-verify_ms(n) = fixed_ms + per_node_ms * n (a least-squares line through timed target forwards).
+already spent plus the verification of T + 1 tokens, which is measured on this machine: timed target forwards
+over 1, 2, 4, ... 48 tokens, interpolated between those sizes (on a CPU the first few extra tokens cost the most:
+the cost is concave), or the least-squares line through them, verify_ms(n) = fixed_ms + per_node_ms * (n - 1).
 The best T maximises tokens per millisecond, (1 + E(T)) / (draft_ms + verify_ms(T + 1)); and the
 tree stops growing (``DraftStop``) once no frontier node could pay for its own verification
 (``prune_floor``), or once the next layer's expected tokens (``layer_gain``) could not pay for the
@@ -27,29 +28,55 @@ from core.target import TargetModel
 
 @dataclass(frozen=True)
 class CostModel:
-    fixed_ms: float  # time of a verification forward over one token
-    per_node_ms: float  # added time per extra token in the forward
+    fixed_ms: float  # time of a verification forward over one token (the line's)
+    per_node_ms: float  # added time per extra token in the forward (the line's slope)
+    curve: tuple[tuple[int, float], ...] = ()  # measured (tokens, ms), sorted, ms non-decreasing; () = the line only
 
     def verify_ms(self, nodes: int) -> float:
-        return self.fixed_ms + self.per_node_ms * (nodes - 1)
+        return float(self.verify_ms_many(torch.tensor([nodes]))[0])
+
+    def verify_ms_many(self, nodes: torch.Tensor) -> torch.Tensor:
+        """[k] token counts -> [k] ms: interpolated between the measured sizes (beyond them: the line's slope from
+        the nearest one), or the line when nothing was measured."""
+        n = nodes.double()
+        if not self.curve:
+            return self.fixed_ms + self.per_node_ms * (n - 1)
+        xs = torch.tensor([x for x, _ in self.curve], dtype=torch.float64)  # [m]
+        ys = torch.tensor([y for _, y in self.curve], dtype=torch.float64)  # [m]
+        right = torch.searchsorted(xs, n).clamp(1, max(xs.numel() - 1, 1))  # [k] the segment's upper end
+        if xs.numel() == 1:
+            return ys[0] + self.per_node_ms * (n - xs[0])
+        x0, x1, y0, y1 = xs[right - 1], xs[right], ys[right - 1], ys[right]
+        inside = y0 + (y1 - y0) * (n - x0) / (x1 - x0)
+        below = ys[0] + self.per_node_ms * (n - xs[0])
+        above = ys[-1] + self.per_node_ms * (n - xs[-1])
+        return torch.where(n < xs[0], below, torch.where(n > xs[-1], above, inside))
+
+    def linear(self) -> CostModel:
+        """The least-squares line alone."""
+        return CostModel(self.fixed_ms, self.per_node_ms)
 
 
 def fit_cost(samples: list[tuple[int, float]]) -> CostModel:
-    """Least-squares line through (nodes, ms) samples; the slope is kept non-negative."""
+    """Least-squares line through (nodes, ms) samples (the slope kept non-negative), and the samples themselves as
+    a curve (repeated sizes averaged, the cost made non-decreasing in the size)."""
     if not samples:
         raise ValueError("fit_cost needs at least one (nodes, ms) sample")
     n = torch.tensor([s[0] for s in samples], dtype=torch.float64) - 1  # [m] extra nodes
     ms = torch.tensor([s[1] for s in samples], dtype=torch.float64)  # [m]
+    sizes = sorted({s[0] for s in samples})
+    means = [float(ms[n == size - 1].mean()) for size in sizes]
+    curve = tuple(zip(sizes, torch.tensor(means).cummax(0).values.tolist()))
     if n.unique().numel() < 2:
-        return CostModel(fixed_ms=float(ms.mean()), per_node_ms=0.0)
+        return CostModel(fixed_ms=float(ms.mean()), per_node_ms=0.0, curve=curve)
     slope = float(((n - n.mean()) * (ms - ms.mean())).sum() / ((n - n.mean()) ** 2).sum())
     slope = max(0.0, slope)
-    return CostModel(fixed_ms=float(ms.mean() - slope * n.mean()), per_node_ms=slope)
+    return CostModel(fixed_ms=float(ms.mean() - slope * n.mean()), per_node_ms=slope, curve=curve)
 
 
 @torch.inference_mode()
 def measure_verify_cost(
-    target: TargetModel, sizes: tuple[int, ...] = (1, 8, 16, 32, 48), context: int = 96, repeats: int = 3
+    target: TargetModel, sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 48), context: int = 96, repeats: int = 3
 ) -> list[tuple[int, float]]:
     """(nodes, median ms) of target forwards over chains of ``nodes`` tokens after ``context`` tokens.
 
@@ -107,7 +134,7 @@ def best_size(probs: torch.Tensor, cost: CostModel, draft_ms: float, ratio: floa
         return 0
     sizes = torch.arange(cap + 1, dtype=torch.float64)  # [cap + 1] drafted nodes kept
     expected = 1 + ratio * torch.cat([torch.zeros(1, dtype=torch.float64), probs[:cap].double().cumsum(0)])
-    ms = draft_ms + cost.fixed_ms + cost.per_node_ms * sizes
+    ms = draft_ms + cost.verify_ms_many(sizes + 1)  # [cap + 1] the root is verified too
     return int((expected / ms).argmax())
 
 

@@ -17,9 +17,35 @@ def test_fit_cost_recovers_a_line_and_never_a_negative_slope():
     assert line.fixed_ms == pytest.approx(40.0) and line.per_node_ms == pytest.approx(1.0)
     assert line.verify_ms(17) == pytest.approx(56.0)
     assert fit_cost([(1, 50.0), (32, 45.0)]).per_node_ms == 0.0
-    assert fit_cost([(8, 30.0), (8, 34.0)]) == CostModel(fixed_ms=32.0, per_node_ms=0.0)
+    assert fit_cost([(8, 30.0), (8, 34.0)]).linear() == CostModel(fixed_ms=32.0, per_node_ms=0.0)
     with pytest.raises(ValueError):
         fit_cost([])
+
+
+def test_the_cost_curve_interpolates_the_measured_sizes():
+    """A CPU's verification cost is concave (session 23: 1 token 37 ms, 4 tokens 69 ms, 16 tokens 107 ms): the curve
+    prices small trees as measured, where the line is tens of ms off."""
+    cost = fit_cost([(1, 37.0), (2, 44.0), (4, 69.0), (8, 82.0), (16, 107.0), (48, 150.0)])
+    assert cost.curve == ((1, 37.0), (2, 44.0), (4, 69.0), (8, 82.0), (16, 107.0), (48, 150.0))
+    assert cost.verify_ms(1) == pytest.approx(37.0) and cost.verify_ms(4) == pytest.approx(69.0)
+    assert cost.verify_ms(6) == pytest.approx(75.5) and cost.verify_ms(12) == pytest.approx(94.5)  # between sizes
+    assert cost.verify_ms(58) == pytest.approx(150.0 + 10 * cost.per_node_ms)  # beyond: the line's slope
+    assert abs(cost.linear().verify_ms(1) - 37.0) > 10
+    assert fit_cost([(1, 40.0), (2, 38.0), (2, 36.0)]).curve == ((1, 40.0), (2, 40.0))  # averaged, never cheaper
+    many = cost.verify_ms_many(torch.arange(1, 60))
+    assert many.tolist() == [cost.verify_ms(n) for n in range(1, 60)] and bool((many.diff() >= 0).all())
+    assert fit_cost([(4, 50.0)]).verify_ms(6) == pytest.approx(50.0)  # one size: flat (no slope measured)
+
+
+def test_the_curve_verifies_nothing_where_a_first_extra_token_is_dear():
+    """Priced by the curve, the jump from 1 to 2 tokens (the first drafted node) makes an unsure tree not worth it;
+    the line, which puts that jump at a few ms, verifies it."""
+    cost = fit_cost([(1, 37.0), (2, 60.0), (4, 64.0), (8, 70.0), (16, 80.0), (48, 120.0)])
+    probs = torch.tensor([0.3, 0.1, 0.05])
+    assert best_size(probs, cost, 5.0, 1.0, 3) == 0
+    assert best_size(probs, cost.linear(), 5.0, 1.0, 3) > 0
+    sure = torch.tensor([0.95, 0.9, 0.85])
+    assert best_size(sure, cost, 5.0, 1.0, 3) == 3
 
 
 def test_best_size_weighs_confidence_against_cost():
@@ -135,3 +161,18 @@ def test_a_layer_that_cannot_pay_for_its_forward_is_not_drafted(tiny_target, sch
     assert "contrastive" not in [b for b, d in zip(cut.tree.branches, cut.tree.depths.tolist()) if d < layers]
     proposer.reset(ids)
     assert proposer.propose(*args, DraftStop(min_layer_gain=1e-12)).forwards == full.forwards
+
+
+@pytest.mark.parametrize("curve, nodes", [(((1, 10.0), (2, 1e6)), 0), (((1, 10.0), (13, 10.0)), 12)])
+def test_the_engine_prices_trees_by_the_curve_when_asked(tiny_target, curve, nodes):
+    """With cost_curve the engine sizes the oracle's (fully accepted) trees by the measured curve, not its line
+    (here free nodes): a dear first extra token verifies none, a flat curve all; lossless either way."""
+    prompt = "Tell me a story about a dragon."
+    plain = summarize(SpecDecoder(tiny_target).generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30)))
+    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target))
+    decoder._cost = CostModel(fixed_ms=10.0, per_node_ms=0.0, curve=curve)
+    tree = TreeConfig(top_k=3, depth=4, total_tokens=12, adaptive=True, cost_curve=True)
+    records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30, tree=tree))
+    assert summarize(records).text_tokens == plain.text_tokens
+    steps = [r for r in records if r.get("kind") == "spec"]
+    assert all(r["tree_nodes"] == nodes for r in steps[:-1])
