@@ -19,8 +19,8 @@ from core.kv import keep_accepted
 from core.lookup import LOOKUP_BRANCH, graft, look_up, next_run_length
 from core.policy import FallbackState, decide, record_step
 from core.quant import weights_name
-from core.sizing import (Calibration, CostModel, DraftStop, best_size, break_even, fit_cost, measure_verify_cost,
-                         path_probs, prune_floor)
+from core.sizing import (LINE_SIZES, Calibration, CostModel, DraftStop, best_size, break_even, fit_cost,
+                         measure_verify_cost, path_probs, prune_floor)
 from core.target import PromptError, TargetModel
 from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
 from core.tree import MOE_BRANCH, VerifyTree, assemble, keep_best, kept_subtree
@@ -69,7 +69,7 @@ class SpecDecoder:
     def verify_cost(self) -> CostModel:
         """This machine's verification cost line (timed target forwards, once per decoder)."""
         if self._cost is None:
-            self._cost = fit_cost(measure_verify_cost(self.target))
+            self._cost = fit_cost(measure_verify_cost(self.target), line_sizes=LINE_SIZES)
         return self._cost
 
     def generate(self, prompt: str | list[int], cfg: EngineConfig, detail: bool = True) -> list[dict[str, Any]]:

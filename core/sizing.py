@@ -57,16 +57,22 @@ class CostModel:
         return CostModel(self.fixed_ms, self.per_node_ms)
 
 
-def fit_cost(samples: list[tuple[int, float]]) -> CostModel:
-    """Least-squares line through (nodes, ms) samples (the slope kept non-negative), and the samples themselves as
-    a curve (repeated sizes averaged, the cost made non-decreasing in the size)."""
+LINE_SIZES = (1, 8, 16, 32, 48)  # the sizes the line is fitted on: those the adaptive sizing was tuned with
+
+
+def fit_cost(samples: list[tuple[int, float]], line_sizes: tuple[int, ...] | None = None) -> CostModel:
+    """Least-squares line through the (nodes, ms) samples of ``line_sizes`` (all when None; the slope kept
+    non-negative), and every sample as a curve (repeated sizes averaged, the cost made non-decreasing in the size)."""
     if not samples:
         raise ValueError("fit_cost needs at least one (nodes, ms) sample")
-    n = torch.tensor([s[0] for s in samples], dtype=torch.float64) - 1  # [m] extra nodes
-    ms = torch.tensor([s[1] for s in samples], dtype=torch.float64)  # [m]
     sizes = sorted({s[0] for s in samples})
-    means = [float(ms[n == size - 1].mean()) for size in sizes]
+    every_ms = torch.tensor([s[1] for s in samples], dtype=torch.float64)  # [m]
+    every_n = torch.tensor([s[0] for s in samples])  # [m]
+    means = [float(every_ms[every_n == size].mean()) for size in sizes]
     curve = tuple(zip(sizes, torch.tensor(means).cummax(0).values.tolist()))
+    on_line = [s for s in samples if line_sizes is None or s[0] in line_sizes] or samples
+    n = torch.tensor([s[0] for s in on_line], dtype=torch.float64) - 1  # [k] extra nodes
+    ms = torch.tensor([s[1] for s in on_line], dtype=torch.float64)  # [k]
     if n.unique().numel() < 2:
         return CostModel(fixed_ms=float(ms.mean()), per_node_ms=0.0, curve=curve)
     slope = float(((n - n.mean()) * (ms - ms.mean())).sum() / ((n - n.mean()) ** 2).sum())

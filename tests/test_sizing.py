@@ -35,6 +35,9 @@ def test_the_cost_curve_interpolates_the_measured_sizes():
     many = cost.verify_ms_many(torch.arange(1, 60))
     assert many.tolist() == [cost.verify_ms(n) for n in range(1, 60)] and bool((many.diff() >= 0).all())
     assert fit_cost([(4, 50.0)]).verify_ms(6) == pytest.approx(50.0)  # one size: flat (no slope measured)
+    samples = [(1, 40.0), (2, 60.0), (9, 48.0), (33, 72.0)]
+    assert fit_cost(samples, line_sizes=(1, 9, 33)).linear() == fit_cost([(1, 40.0), (9, 48.0), (33, 72.0)]).linear()
+    assert fit_cost(samples, line_sizes=(1, 9, 33)).curve[1] == (2, 60.0)  # the curve keeps every size
 
 
 def test_the_curve_verifies_nothing_where_a_first_extra_token_is_dear():
