@@ -6,7 +6,8 @@ E(T) = c * sum_{i<=T} P_i draft tokens (plus the target's own token), where c co
 calibration from what verification actually accepted in this generation. A cycle costs the drafting
 already spent plus the verification of T + 1 tokens, which is measured on this machine: timed target forwards
 over 1, 2, 4, ... 48 tokens, interpolated between those sizes (on a CPU the first few extra tokens cost the most:
-the cost is concave), or the least-squares line through them, verify_ms(n) = fixed_ms + per_node_ms * (n - 1).
+the cost is concave; ``TreeConfig.cost_curve``, off by default), or the least-squares line through the sizes in
+``LINE_SIZES``, verify_ms(n) = fixed_ms + per_node_ms * (n - 1).
 The best T maximises tokens per millisecond, (1 + E(T)) / (draft_ms + verify_ms(T + 1)); and the
 tree stops growing (``DraftStop``) once no frontier node could pay for its own verification
 (``prune_floor``), or once the next layer's expected tokens (``layer_gain``) could not pay for the
