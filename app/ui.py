@@ -53,7 +53,8 @@ STATS_NOTE = (
     "acceptance by depth and accept lengths (they may reach below the tree depth); set Context lookup to 0 to "
     "compare the drafters alone. Sibling diversity counts distinct tokens among every "
     "candidate drafted at one depth (1.0 = no two branches proposed the same token); hover a bar for the distinct "
-    "tokens among siblings (children of one node: 1.0 unless two experts' candidates meet, as decoupled ones may); the dashed lines are the "
+    "tokens among siblings (children of one node: 1.0 unless two experts' candidates meet, as decoupled ones may); "
+    "the dashed lines are the "
     "experts' top-k overlap (1.0 = both experts alone would propose the same children). Routing confidence is the "
     "larger weight of the gate head that produced a node (w for MoE nodes, v for contrastive ones).</small>"
 )
