@@ -24,7 +24,7 @@ from core.registry import build_proposer, describe
 from core.target import TargetModel
 from core.trace import Summary, TraceError, read_jsonl, summarize, write_jsonl
 
-from app.views import text
+from app.views import stats, text
 
 Record = dict[str, Any]
 UPLOAD_LIMIT_BYTES = 32 * 1024 * 1024
@@ -229,7 +229,8 @@ def run_all(
 
 
 def export_files(session: Session) -> list[str]:
-    """Write one trace JSONL per method and a summary CSV into the session's folder."""
+    """Write one trace JSONL per method and a summary CSV (every summary metric, and the statistics tab's
+    diversity and routing numbers) into the session's folder."""
     folder = session.export_folder()
     tag = secrets.token_hex(6)
     paths = []
@@ -238,6 +239,9 @@ def export_files(session: Session) -> list[str]:
         write_jsonl(records, path)
         paths.append(str(path))
     table = text.summary_table(session.summaries())
+    diversity = stats.diversity_columns(session.traces)
+    for column in ("distinct_in_layer_by_depth", "distinct_among_siblings_by_depth", "routing_confidence_acceptance"):
+        table[column] = [diversity.get(method, {}).get(column, "") for method in table["method"]]
     csv = folder / f"summary-{tag}.csv"
     table.to_csv(csv, index=False)
     paths.append(str(csv))

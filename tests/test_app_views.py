@@ -236,6 +236,12 @@ def test_summary_table_and_export_round_trip(session, tmp_path):
     paths = export_files(exported)
     try:
         assert len(paths) == 4 and paths[-1].endswith(".csv")
+        csv = pd.read_csv(paths[-1], keep_default_na=False).set_index("method")
+        assert csv.loc["jakiro", "routing_confidence_acceptance"].startswith("0.5-0.6:")
+        assert csv.loc["eagle", "routing_confidence_acceptance"] == ""  # no gate
+        assert csv.loc["none", "distinct_in_layer_by_depth"] == ""  # no tree
+        depths = [cell.split(":")[0] for cell in csv.loc["eagle", "distinct_among_siblings_by_depth"].split()]
+        assert depths == [str(d) for d in range(1, SETTINGS.depth + 1)]
         assert all(len(p.rsplit("-", 1)[-1].split(".")[0]) == 12 for p in paths)  # random tag in every name
         loaded = load_session(paths[:3])
         assert list(loaded.traces) == ["jakiro", "eagle", "none"]

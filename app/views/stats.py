@@ -250,6 +250,26 @@ def routing_confidence_figure(traces: dict[str, list[Record]]) -> go.Figure:
     return fig
 
 
+def diversity_columns(traces: dict[str, list[Record]]) -> dict[str, dict[str, str]]:
+    """Per drafting method, the statistics tab's trace-level numbers as CSV cells: distinct tokens per layer and
+    among siblings by depth, and (MoE drafters) acceptance per routing-confidence bin with its node count."""
+    out = {}
+    for name, records in _drafter_traces(traces).items():
+        by_depth = sibling_stats(records)
+        row = {
+            "distinct_in_layer_by_depth": " ".join(f"{d}:{v['distinct_in_layer']:.3f}" for d, v in by_depth.items()),
+            "distinct_among_siblings_by_depth": " ".join(f"{d}:{v['distinct_among_siblings']:.3f}"
+                                                         for d, v in by_depth.items()),
+            "routing_confidence_acceptance": "",
+        }
+        if is_moe(records):
+            row["routing_confidence_acceptance"] = " ".join(
+                f"{r['low']:.1f}-{r['high']:.1f}:{'-' if r['acceptance'] is None else format(r['acceptance'], '.3f')}"
+                f"(n={r['nodes']})" for r in routing_confidence(records))
+        out[name] = row
+    return out
+
+
 def _drafter_traces(traces: dict[str, list[Record]]) -> dict[str, list[Record]]:
     """The traces of drafting methods that ran at least one speculative step."""
     return {n: r for n, r in traces.items() if n != "none" and spec_steps(r)}
