@@ -48,7 +48,9 @@ SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafte
 LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the tree, none, or alone when it copies
 WEIGHT_VARIANTS = ("int8", "int4", "w8a8", "native")  # the drafter's weights (core.quant), or the target's dtype
 COST_VARIANTS = ("costcurve", "costline")  # adaptive sizing prices trees by the measured curve or its line
-VARIANTS = TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS + WEIGHT_VARIANTS + COST_VARIANTS
+FALLBACK_VARIANTS = ("fallback", "nofallback")  # decode plainly while speculation does not pay (core.policy), or not
+VARIANTS = (TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS + WEIGHT_VARIANTS + COST_VARIANTS
+            + FALLBACK_VARIANTS)
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
 # curve<N>: shorter matches look up lookup x (n / ngram)^N tokens; topk<N>, depth<N>, total<N>: the tree's shape
 SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total)(\d{1,3})")
@@ -207,7 +209,7 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
                 TreeConfig(**{SIZED_FIELDS[sized[1]]: int(sized[2])})
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
-    groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, WEIGHT_VARIANTS, COST_VARIANTS,
+    groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, WEIGHT_VARIANTS, COST_VARIANTS, FALLBACK_VARIANTS,
               LOOKUP_VARIANTS + ("lookup<N>",),
               ("lookupmax<N>",),
               ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",)]
@@ -227,9 +229,9 @@ def method_name(spec: str) -> str:
 
 
 def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> EngineConfig:
-    """``cfg`` with the tree size, layer stop, schedule and lookup the variants name (a dense drafter has no
+    """``cfg`` with the tree size, layer stop, schedule, lookup and fallback the variants name (a dense drafter has no
     schedule to set)."""
-    tree = cfg.tree
+    tree, fallback = cfg.tree, cfg.fallback
     for variant in variants:
         sized = SIZED_VARIANT.fullmatch(variant)
         if sized and sized[1] == "lookup":
@@ -244,6 +246,8 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
             tree = replace(tree, layer_stop=variant == "layerstop")
         elif variant in COST_VARIANTS:
             tree = replace(tree, cost_curve=variant == "costcurve")
+        elif variant in FALLBACK_VARIANTS:
+            fallback = replace(fallback, enabled=variant == "fallback")
         elif variant in LOOKUP_VARIANTS:
             tree = replace(tree, lookup=(tree.lookup or LOOKUP_TOKENS) if variant != "nolookup" else 0,
                            lookup_alone=variant == "lookupalone")
@@ -253,7 +257,7 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
             raise ValueError(f"@{variant}: only a MoE (Jakiro) drafter has a contrastive head to schedule")
         else:
             tree = replace(tree, schedule=variant)
-    return replace(cfg, tree=tree)
+    return replace(cfg, tree=tree, fallback=fallback)
 
 
 class EngineMethod:

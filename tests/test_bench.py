@@ -168,7 +168,8 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
      (["jakiro@runs0"], "lookup_runs must be an integer in 1..8"), (["jakiro@runs"], "must be one of"),
      (["jakiro@curve5"], "lookup_curve must be an integer in 0..4"), (["jakiro@curve0+curve1"], "at most one of curve<N>"),
      (["jakiro@topk0"], "top_k must be an integer in 1..64"), (["jakiro@depth3+depth4"], "at most one of depth<N>"),
-     (["jakiro@costcurve+costline"], "at most one of costcurve, costline")],
+     (["jakiro@costcurve+costline"], "at most one of costcurve, costline"),
+     (["jakiro@fallback+nofallback"], "at most one of fallback, nofallback")],
 )
 def test_bad_methods(methods, message):
     with pytest.raises(ValueError, match=message):
@@ -176,13 +177,16 @@ def test_bad_methods(methods, message):
 
 
 def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
-    specs = ["eagle@fixed", "eagle@adaptive", "eagle@adaptive+nolayerstop", "eagle@adaptive+costcurve", "none"]
+    specs = ["eagle@fixed", "eagle@adaptive", "eagle@adaptive+nolayerstop", "eagle@adaptive+costcurve",
+             "eagle@adaptive+nofallback", "none"]
     report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2],
                        EngineConfig(max_new_tokens=8), progress=False, warmup=False)
     methods = report["config"]["methods"]
     assert methods["eagle@adaptive+costcurve"]["engine"]["tree"]["cost_curve"] is True
     assert methods["eagle@adaptive"]["engine"]["tree"]["cost_curve"] is False
     assert report["results"]["eagle@adaptive+costcurve"]["match_rate"] == 1.0
+    assert methods["eagle@adaptive+nofallback"]["engine"]["fallback"]["enabled"] is False
+    assert methods["eagle@adaptive"]["engine"]["fallback"]["enabled"] is True
     assert methods["eagle@fixed"]["engine"]["tree"]["adaptive"] is False
     assert methods["eagle@adaptive"]["engine"]["tree"]["adaptive"] is True
     assert methods["eagle@adaptive"]["engine"]["tree"]["layer_stop"] is True
