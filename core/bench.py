@@ -33,7 +33,7 @@ from typing import Any, Protocol, Sequence
 import torch
 from tqdm import tqdm
 
-from core.config import LOOKUP_TOKENS, ConfigError, EngineConfig, TreeConfig, to_dict
+from core.config import LOOKUP_TOKENS, ConfigError, EngineConfig, FallbackConfig, TreeConfig, to_dict
 from core.engine import SpecDecoder
 from core.hardware import native_bf16
 from core.quant import weights_name
@@ -49,8 +49,9 @@ LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the
 WEIGHT_VARIANTS = ("int8", "int4", "w8a8", "native")  # the drafter's weights (core.quant), or the target's dtype
 COST_VARIANTS = ("costcurve", "costline")  # adaptive sizing prices trees by the measured curve or its line
 FALLBACK_VARIANTS = ("fallback", "nofallback")  # decode plainly while speculation does not pay (core.policy), or not
+BACKOFF_VARIANTS = ("backoff", "nobackoff")  # failed probes double the plain-decoding wait, or every wait is the first
 VARIANTS = (TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS + WEIGHT_VARIANTS + COST_VARIANTS
-            + FALLBACK_VARIANTS)
+            + FALLBACK_VARIANTS + BACKOFF_VARIANTS)
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
 # curve<N>: shorter matches look up lookup x (n / ngram)^N tokens; topk<N>, depth<N>, total<N>: the tree's shape
 SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total)(\d{1,3})")
@@ -210,6 +211,7 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
     groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, WEIGHT_VARIANTS, COST_VARIANTS, FALLBACK_VARIANTS,
+              BACKOFF_VARIANTS,
               LOOKUP_VARIANTS + ("lookup<N>",),
               ("lookupmax<N>",),
               ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",)]
@@ -248,6 +250,10 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
             tree = replace(tree, cost_curve=variant == "costcurve")
         elif variant in FALLBACK_VARIANTS:
             fallback = replace(fallback, enabled=variant == "fallback")
+        elif variant in BACKOFF_VARIANTS:
+            default = FallbackConfig().max_cooldown
+            fallback = replace(fallback, max_cooldown=max(default, fallback.cooldown) if variant == "backoff"
+                               else fallback.cooldown)
         elif variant in LOOKUP_VARIANTS:
             tree = replace(tree, lookup=(tree.lookup or LOOKUP_TOKENS) if variant != "nolookup" else 0,
                            lookup_alone=variant == "lookupalone")

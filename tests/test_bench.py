@@ -178,7 +178,7 @@ def test_bad_methods(methods, message):
 
 def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
     specs = ["eagle@fixed", "eagle@adaptive", "eagle@adaptive+nolayerstop", "eagle@adaptive+costcurve",
-             "eagle@adaptive+nofallback", "none"]
+             "eagle@adaptive+nofallback", "eagle@adaptive+nobackoff", "none"]
     report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2],
                        EngineConfig(max_new_tokens=8), progress=False, warmup=False)
     methods = report["config"]["methods"]
@@ -187,6 +187,8 @@ def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
     assert report["results"]["eagle@adaptive+costcurve"]["match_rate"] == 1.0
     assert methods["eagle@adaptive+nofallback"]["engine"]["fallback"]["enabled"] is False
     assert methods["eagle@adaptive"]["engine"]["fallback"]["enabled"] is True
+    backoff = methods["eagle@adaptive+nobackoff"]["engine"]["fallback"]
+    assert backoff["max_cooldown"] == backoff["cooldown"] < methods["eagle@adaptive"]["engine"]["fallback"]["max_cooldown"]
     assert methods["eagle@fixed"]["engine"]["tree"]["adaptive"] is False
     assert methods["eagle@adaptive"]["engine"]["tree"]["adaptive"] is True
     assert methods["eagle@adaptive"]["engine"]["tree"]["layer_stop"] is True
