@@ -248,7 +248,6 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-
 def candidate_count(tree: TreeConfig) -> int:
     """Most candidates one draft tree scores: top_k children of the root, then top_k children of each of the
     top_k frontier nodes per further layer (lookup nodes come on top)."""

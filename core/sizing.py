@@ -44,9 +44,9 @@ class CostModel:
             return self.fixed_ms + self.per_node_ms * (n - 1)
         xs = torch.tensor([x for x, _ in self.curve], dtype=torch.float64)  # [m]
         ys = torch.tensor([y for _, y in self.curve], dtype=torch.float64)  # [m]
-        right = torch.searchsorted(xs, n).clamp(1, max(xs.numel() - 1, 1))  # [k] the segment's upper end
         if xs.numel() == 1:
             return ys[0] + self.per_node_ms * (n - xs[0])
+        right = torch.searchsorted(xs, n).clamp(1, xs.numel() - 1)  # [k] the segment's upper end
         x0, x1, y0, y1 = xs[right - 1], xs[right], ys[right - 1], ys[right]
         inside = y0 + (y1 - y0) * (n - x0) / (x1 - x0)
         below = ys[0] + self.per_node_ms * (n - xs[0])

@@ -81,7 +81,7 @@ def test_counters_and_api_summary(session):
     assert summary["none"]["speedup"] == 1.0
     ratio = summaries["jakiro"].tokens_per_s / summaries["none"].tokens_per_s
     assert summary["jakiro"]["speedup"] == pytest.approx(ratio, rel=1e-3)
-    running = text.counters_markdown({"jakiro": summaries["jakiro"], "none": None}, running="jakiro")
+    running = text.counters_markdown({"jakiro": summaries["jakiro"], "none": None}, running=("jakiro",))
     assert "after plain run" in running and "⏳" in running
 
 

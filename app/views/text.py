@@ -139,9 +139,8 @@ def speedup(summary: Summary | None, plain: Summary | None) -> float | None:
     return summary.tokens_per_s / plain.tokens_per_s
 
 
-def counters_markdown(summaries: dict[str, Summary | None], running: Iterable[str] = (), device: str = "") -> str:
+def counters_markdown(summaries: dict[str, Summary | None], running: tuple[str, ...] = (), device: str = "") -> str:
     """The live counters table, one row per method (⏳ on those in ``running``), with the definitions underneath."""
-    running = {running} if isinstance(running, str) else set(running)
     plain = summaries.get("none")
     rows = [
         "| method | tokens | target forwards | τ | tokens/s | speedup | draft ms/step | verify ms/step | accepted/cycle |",
