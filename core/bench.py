@@ -497,6 +497,7 @@ def machine_info(target: TargetModel) -> dict[str, Any]:
         "target": target.model_id,
         "device": str(target.device),
         "dtype": str(target.dtype).removeprefix("torch."),
+        "layout": target.layout,  # the target's linear layers (core.layout)
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if target.device.type == "cuda":
@@ -550,7 +551,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"note: added '{BASELINE}' (plain decoding) as the speedup baseline", file=sys.stderr)
     prompts = load_prompts(args.prompts, split_list(args.categories), args.limit_per_category)
     cfg, moe_cfg = engine_config(args, moe=False), engine_config(args, moe=True)
-    target = TargetModel.load(args.target, args.dtype, args.device, args.trust_remote_code)
+    target = TargetModel.load(args.target, args.dtype, args.device, args.trust_remote_code, args.layout)
     report = run_bench(target, methods, prompts, cfg, moe_cfg, progress=not args.no_progress,
                        warmup=not args.no_warmup)
     report["config"]["args"] = {k: v for k, v in vars(args).items() if k != "func"}

@@ -66,7 +66,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- machine: {machine['cpu']} ({machine['cores']} cores, {machine['torch_threads']} torch threads)"
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
         + ("" if machine.get("native_bf16", True) else "; no native bfloat16 (emulated: slow)"),
-        f"- target: `{machine['target']}` on {machine['device']}, {machine['dtype']}",
+        f"- target: `{machine['target']}` on {machine['device']}, {machine['dtype']}"
+        + (f"; linear layers: {machine['layout']}" if machine.get("layout") else ""),
         f"- torch {machine['torch']}, transformers {machine['transformers']}, python {machine['python']}",
         f"- prompts: {config['prompts']} ({', '.join(f'{c} {n}' for c, n in config['categories'].items())}), "
         f"max new tokens {engine['max_new_tokens']}, "

@@ -11,6 +11,7 @@ from core.bench import add_parser as add_bench_parser
 from core.config import (LOOKUP_MAX, LOOKUP_RUNS, LOOKUP_TOKENS, DRAFTER_WEIGHTS, DTYPE_CHOICES, WEIGHTS_HELP,
                          ConfigError, EngineConfig, FallbackConfig, SamplingConfig, TreeConfig)
 from core.drafter import DrafterMismatchError
+from core.layout import LAYOUTS
 from core.models import DEFAULT_TARGET, ModelSourceError
 from core.target import PromptError
 from core.trace import TraceError, summarize, write_jsonl
@@ -29,6 +30,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="auto: bfloat16 where the hardware computes it natively, else float32")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint folder")
+    p.add_argument("--layout", default="auto", choices=LAYOUTS,
+                   help="the target's linear-layer weight layout (lossless; auto: the faster here, timed at load; "
+                        "only float32 on a CPU can differ)")
 
 
 def add_decode_args(p: argparse.ArgumentParser) -> None:
@@ -89,7 +93,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if not args.prompt.strip():
         raise PromptError("the prompt is empty: pass --prompt TEXT")
-    target = TargetModel.load(args.target, args.dtype, args.device, args.trust_remote_code)
+    target = TargetModel.load(args.target, args.dtype, args.device, args.trust_remote_code, args.layout)
     try:
         proposer = build_proposer(args.drafter, target, args.seed, args.drafter_weights)
     except DrafterMismatchError as err:

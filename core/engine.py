@@ -209,7 +209,7 @@ class SpecDecoder:
         """Speculate, or decode plainly while speculation is measured not to pay (see core.policy)."""
         if self.proposer is None:
             return "plain", ""
-        if fallback.enabled and state.fallback.plain_ms is None and len(state.fallback.spec_ms) >= fallback.window:
+        if fallback.enabled and state.fallback.plain_ms is None and len(state.fallback.spec_ms) >= fallback.judge_after:
             state.fallback.plain_ms = self._plain_step_ms(state)
         return decide(state.fallback, fallback)
 

@@ -46,15 +46,16 @@ def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
         steps = f"{state.cooldown_left} more step{'s' if state.cooldown_left > 1 else ''}"
         return "plain", f"fallback: plain decoding for {steps}, then probe again"
     gain = expected_speedup(state)
-    if gain is None or len(state.spec_ms) < cfg.window:
+    if gain is None or len(state.spec_ms) < cfg.judge_after:
         return "spec", ""
     if gain >= cfg.margin:
         state.failed_probes = 0
         return "spec", ""
-    # A probe costs about a window of cycles that do not pay; where speculation keeps failing (sampling at a high
+    # A probe costs about judge_after cycles that do not pay; where speculation keeps failing (sampling at a high
     # temperature), probing as often as at first would make the drafter a net loss, so the wait doubles each time.
     state.cooldown_left = min(cfg.cooldown << state.failed_probes, cfg.max_cooldown)
     state.failed_probes += 1
+    judged = len(state.spec_ms)
     state.spec_tokens, state.spec_ms = [], []
-    return "plain", (f"fallback: the last {cfg.window} cycles ran at {gain:.2f}x plain decoding "
+    return "plain", (f"fallback: the last {judged} cycles ran at {gain:.2f}x plain decoding "
                      f"(break-even {cfg.margin:.2f}x); decoding plainly for {state.cooldown_left} steps")

@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.hardware import resolve_dtype_name
+from core.kv import keep_accepted
+from core.layout import LAYOUTS, choose_layout, set_layout
 from core.models import resolve_target
 
 DTYPE_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -75,12 +78,44 @@ class TargetModel:
         self.embed_tokens = model.get_input_embeddings()
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
         self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
+        self.layout = "stock"  # the linear layers' weight layout (core.layout), with what decided it
+
+    def set_layout(self, layout: str) -> str:
+        """Mutates the model: its decoder's linear layers in ``layout`` ("stock", "transposed", or "auto": the
+        faster of the two, timed here; only float32 on a CPU, where it can differ). Returns what was kept, and why."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+        if layout == "auto":
+            if self.device.type != "cpu" or self.dtype != torch.float32:
+                layout = "stock"
+            else:
+                self.layout = choose_layout(self.decoder, self._layout_probe()).describe()
+                return self.layout
+        set_layout(self.decoder, layout == "transposed")
+        self.layout = layout
+        return self.layout
+
+    def _layout_probe(self, context: int = 64, tree: int = 16) -> Callable[[], None]:
+        """Forwards a decode cycle makes: one token, and a tree of ``tree`` tokens, after ``context`` tokens."""
+        cache = self.new_cache()
+        self.forward(torch.arange(context) * 7919 % self.vocab_size, torch.arange(context), cache)
+        mask = torch.ones(tree, tree, dtype=torch.bool).tril()
+
+        def probe() -> None:
+            for n in (1, tree):
+                tokens = (torch.arange(n) * 104729 + 13) % self.vocab_size  # [n]
+                self.forward(tokens, context + torch.arange(n), cache, mask[:n, :n] if n > 1 else None)
+                keep_accepted(cache, context, torch.zeros(0, dtype=torch.int64))
+
+        return probe
 
     @classmethod
     def load(
-        cls, name_or_path: str, dtype: str = "float32", device: str | None = None, trust_remote_code: bool = False
+        cls, name_or_path: str, dtype: str = "float32", device: str | None = None, trust_remote_code: bool = False,
+        layout: str = "auto",
     ) -> "TargetModel":
-        """Load by hub id (must be in the local HF cache when offline), local folder, or the default alias.
+        """Load by hub id (must be in the local HF cache when offline), local folder, or the default alias; its
+        linear layers in ``layout`` (see ``set_layout``).
 
         Weights load from safetensors only; model code shipped with a checkpoint runs only with
         ``trust_remote_code``. Raises ``TargetLoadError`` saying what to do when the checkpoint cannot be used.
@@ -105,7 +140,9 @@ class TargetModel:
                       "the files look damaged (a download or copy cut short) or do not match its config.json: "
                       "download or convert the model again, or give another --target")
             raise TargetLoadError(f"cannot load target model {name_or_path!r} ({_first_line(err)}): {advice}") from err
-        return cls(model.to(dev), tokenizer, name_or_path)
+        target = cls(model.to(dev), tokenizer, name_or_path)
+        target.set_layout(layout)
+        return target
 
     @property
     def hidden_size(self) -> int:

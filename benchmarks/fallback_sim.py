@@ -1,0 +1,145 @@
+"""Tune the fallback policy (core.policy) offline, on real cycle traces, without re-timing every candidate.
+
+``collect`` runs each drafter with the fallback off and plain decoding on every prompt and saves, per generation,
+each cycle's emitted tokens and milliseconds (a small JSON). ``simulate`` replays those traces under fallback
+settings: the policy code itself decides each step; a plain step emits one token at the measured plain-step time;
+a speculative step at position p replays the traced cycle that covers p (the tokens it accepted from p on, at its
+full time: a slight under-estimate of speculation resumed mid-run). Speedups are against plain decoding of the
+same tokens, and the same replay with the fallback off is the reference a setting must beat.
+
+    python benchmarks/heldout_prompts.py H.jsonl
+    python benchmarks/fallback_sim.py collect --prompts H.jsonl --limit-per-category 1 --out T0.json
+    python benchmarks/fallback_sim.py collect ... --temperature 1.0 --out T1.json
+    python benchmarks/fallback_sim.py simulate T0.json T1.json
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import itertools
+import json
+import os
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported: the models are local
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.config import FallbackConfig  # noqa: E402
+from core.policy import FallbackState, decide, record_step  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Trace:
+    starts: list[int]  # token position each cycle started at
+    tokens: list[int]  # tokens each cycle emitted
+    ms: list[float]  # each cycle's draft + verify + commit time
+
+
+def collect(args: argparse.Namespace) -> None:
+    from core.bench import EngineMethod, load_prompts
+    from core.cli import build_parser, engine_config
+    from core.target import TargetModel
+
+    cli = build_parser().parse_args(["bench", "--prompts", args.prompts, "--dtype", args.dtype,
+                                     "--max-new-tokens", str(args.max_new_tokens),
+                                     "--temperature", str(args.temperature), "--seed", str(args.seed)])
+    prompts = load_prompts(args.prompts, None, args.limit_per_category)
+    target = TargetModel.load(cli.target, cli.dtype, cli.device, False)
+    cfg, moe_cfg = engine_config(cli, moe=False), engine_config(cli, moe=True)
+    methods = [EngineMethod(f"{d}@nofallback", target, cfg, moe_cfg, cli.seed) for d in args.drafters.split(",")]
+    plain = EngineMethod("none", target, cfg, moe_cfg, cli.seed)
+    out: dict = {"config": vars(args), "plain_ms": [], "traces": {m.name: [] for m in methods}}
+    for i, prompt in enumerate(prompts):
+        ids = target.encode_chat(prompt.text)
+        if i == 0:  # warm-up, not kept
+            for m in methods + [plain]:
+                m.decoder.generate(ids, replace(m.cfg, max_new_tokens=16), detail=False)
+        for m in methods:
+            steps = [r for r in m.decoder.generate(ids, m.cfg, detail=False) if r.get("kind") == "spec"]
+            out["traces"][m.name].append({"tokens": [len(s["emitted"]) for s in steps],
+                                          "ms": [s["draft_ms"] + s["verify_ms"] + s["commit_ms"] for s in steps]})
+        steps = [r for r in plain.decoder.generate(ids, plain.cfg, detail=False) if r.get("kind") == "plain"]
+        times = sorted(s["draft_ms"] + s["verify_ms"] + s["commit_ms"] for s in steps)
+        out["plain_ms"].append(times[len(times) // 2])
+        print(f"{i + 1}/{len(prompts)} {prompt.category}", file=sys.stderr, flush=True)
+    Path(args.out).write_text(json.dumps(out) + "\n")
+
+
+def load_traces(path: str) -> tuple[dict[str, list[Trace]], list[float]]:
+    data = json.loads(Path(path).read_text())
+    traces = {}
+    for name, gens in data["traces"].items():
+        traces[name] = [Trace(list(itertools.accumulate(g["tokens"], initial=0))[:-1], g["tokens"], g["ms"])
+                        for g in gens]
+    return traces, data["plain_ms"]
+
+
+def replay(trace: Trace, plain_ms: float, cfg: FallbackConfig) -> tuple[float, int]:
+    """(milliseconds, plain steps) to emit the traced tokens under ``cfg``."""
+    total = trace.starts[-1] + trace.tokens[-1]
+    state, pos, ms, plain_steps = FallbackState(), 0, 0.0, 0
+    while pos < total:
+        if state.plain_ms is None and len(state.spec_ms) >= cfg.judge_after:
+            state.plain_ms = plain_ms
+        kind, _ = decide(state, cfg)
+        if kind == "plain":
+            emitted, step_ms = 1, plain_ms
+            plain_steps += 1
+        else:
+            c = bisect.bisect_right(trace.starts, pos) - 1
+            emitted, step_ms = trace.starts[c] + trace.tokens[c] - pos, trace.ms[c]
+        record_step(state, kind, emitted, step_ms, cfg)
+        pos += emitted
+        ms += step_ms
+    return ms, plain_steps
+
+
+def speedup(traces: list[Trace], plain: list[float], cfg: FallbackConfig) -> tuple[float, float]:
+    """Speedup over plain decoding (summed over generations), and the share of steps decoded plainly."""
+    spec_ms = plain_ms = 0.0
+    plain_steps = steps = 0
+    for trace, p in zip(traces, plain):
+        ms, n = replay(trace, p, cfg)
+        spec_ms += ms
+        plain_ms += p * (trace.starts[-1] + trace.tokens[-1])
+        plain_steps += n
+        steps += n + len(trace.tokens)
+    return plain_ms / spec_ms, plain_steps / steps
+
+
+def simulate(args: argparse.Namespace) -> None:
+    grid = [FallbackConfig(enabled=False), FallbackConfig()]
+    grid += [FallbackConfig(window=w, cooldown=c, margin=m)
+             for w in (4, 8, 16) for c in (4, 12) for m in (0.8, 0.9, 1.0)]
+    for path in args.traces:
+        traces, plain = load_traces(path)
+        print(f"\n{path}")
+        print(f"{'setting':40}" + "".join(f"{name:>24}" for name in traces))
+        for cfg in grid:
+            label = ("off" if not cfg.enabled else f"window {cfg.window} cooldown {cfg.cooldown} margin {cfg.margin}")
+            cells = [speedup(t, plain, cfg) for t in traces.values()]
+            print(f"{label:40}" + "".join(f"{s:>14.3f}x {share:>6.1%}p" for s, share in cells))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--prompts", required=True)
+    c.add_argument("--limit-per-category", type=int, default=1)
+    c.add_argument("--drafters", default="jakiro,eagle")
+    c.add_argument("--dtype", default="float32")
+    c.add_argument("--max-new-tokens", type=int, default=128)
+    c.add_argument("--temperature", type=float, default=0.0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True)
+    s = sub.add_parser("simulate")
+    s.add_argument("traces", nargs="+")
+    args = p.parse_args()
+    collect(args) if args.cmd == "collect" else simulate(args)
+
+
+if __name__ == "__main__":
+    main()
