@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is import
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import FallbackConfig  # noqa: E402
-from core.policy import FallbackState, decide, record_step  # noqa: E402
+from core.policy import FallbackState, can_judge, decide, record_step  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def replay(trace: Trace, plain_ms: float, cfg: FallbackConfig) -> tuple[float, i
     total = trace.starts[-1] + trace.tokens[-1]
     state, pos, ms, plain_steps = FallbackState(), 0, 0.0, 0
     while pos < total:
-        if state.plain_ms is None and len(state.spec_ms) >= cfg.judge_after:
+        if state.plain_ms is None and can_judge(state, cfg):
             state.plain_ms = plain_ms
         kind, _ = decide(state, cfg)
         if kind == "plain":
@@ -112,7 +112,7 @@ def speedup(traces: list[Trace], plain: list[float], cfg: FallbackConfig) -> tup
 def simulate(args: argparse.Namespace) -> None:
     grid = [FallbackConfig(enabled=False), FallbackConfig()]
     grid += [FallbackConfig(window=w, cooldown=c, margin=m)
-             for w in (4, 8, 16) for c in (4, 12) for m in (0.8, 0.9, 1.0)]
+             for w in (4, 8, 16, 32, 128) for c in (4, 12, 24) for m in (0.9, 1.0)]
     for path in args.traces:
         traces, plain = load_traces(path)
         print(f"\n{path}")

@@ -213,15 +213,14 @@ class FallbackConfig:
 
     enabled: bool = True
     window: int = 4  # the latest speculative cycles the expected speedup averages
-    judge_after: int = 4  # speculative cycles before the first judgement, and in each probe after plain decoding
+    judge_after: int = 4  # speculative cycles before the first judgement, and in each probe (at most window)
     cooldown: int = 12  # plain steps before probing speculation again
     margin: float = 1.0  # speculate while the expected speedup is above this
     max_cooldown: int = 96  # each probe that still does not pay doubles the cooldown, up to this many steps
 
     def __post_init__(self) -> None:
         _require(_is_int(self.window) and self.window >= 1, "fallback window must be an integer >= 1")
-        _require(_is_int(self.judge_after) and 1 <= self.judge_after <= self.window,
-                 "fallback judge_after must be an integer from 1 to window")
+        _require(_is_int(self.judge_after) and self.judge_after >= 1, "fallback judge_after must be an integer >= 1")
         _require(_is_int(self.cooldown) and self.cooldown >= 1, "fallback cooldown must be an integer >= 1")
         _require(math.isfinite(self.margin) and self.margin > 0, "fallback margin must be a positive number")
         _require(_is_int(self.max_cooldown) and self.max_cooldown >= self.cooldown,

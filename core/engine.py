@@ -17,7 +17,7 @@ from core.config import EngineConfig, FallbackConfig, to_dict
 from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
 from core.lookup import LOOKUP_BRANCH, graft, look_up, next_run_length
-from core.policy import FallbackState, decide, record_step
+from core.policy import FallbackState, can_judge, decide, record_step
 from core.quant import weights_name
 from core.sizing import (LINE_SIZES, Calibration, CostModel, DraftStop, best_size, break_even, fit_cost,
                          measure_verify_cost, path_probs, prune_floor)
@@ -209,7 +209,7 @@ class SpecDecoder:
         """Speculate, or decode plainly while speculation is measured not to pay (see core.policy)."""
         if self.proposer is None:
             return "plain", ""
-        if fallback.enabled and state.fallback.plain_ms is None and len(state.fallback.spec_ms) >= fallback.judge_after:
+        if fallback.enabled and state.fallback.plain_ms is None and can_judge(state.fallback, fallback):
             state.fallback.plain_ms = self._plain_step_ms(state)
         return decide(state.fallback, fallback)
 

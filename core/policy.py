@@ -38,6 +38,12 @@ def expected_speedup(state: FallbackState) -> float | None:
     return state.plain_ms / per_token_spec
 
 
+def can_judge(state: FallbackState, cfg: FallbackConfig) -> bool:
+    """Enough speculative cycles since the start (or the last probe) to judge them: ``judge_after``, at most
+    ``window``."""
+    return len(state.spec_ms) >= min(cfg.judge_after, cfg.window)
+
+
 def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
     """("spec" | "plain", why). Mutates ``state.cooldown_left`` when it switches to plain."""
     if not cfg.enabled:
@@ -46,7 +52,7 @@ def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
         steps = f"{state.cooldown_left} more step{'s' if state.cooldown_left > 1 else ''}"
         return "plain", f"fallback: plain decoding for {steps}, then probe again"
     gain = expected_speedup(state)
-    if gain is None or len(state.spec_ms) < cfg.judge_after:
+    if gain is None or not can_judge(state, cfg):
         return "spec", ""
     if gain >= cfg.margin:
         state.failed_probes = 0

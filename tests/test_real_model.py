@@ -6,6 +6,7 @@ from tests.helpers import NO_FALLBACK
 
 from core.config import LOOKUP_MAX, EngineConfig, TreeConfig
 from core.engine import SpecDecoder
+from core.layout import is_transposed
 from core.registry import build_proposer
 from core.trace import summarize
 
@@ -34,6 +35,17 @@ def test_plain_matches_hf_generate(real_target, plain):
         out = real_target.model.generate(torch.tensor([ids]), max_new_tokens=64, do_sample=False,
                                          eos_token_id=sorted(real_target.stop_token_ids), pad_token_id=2)
     assert plain[PROMPTS[1]] == out[0, len(ids):].tolist()
+
+
+def test_the_other_weight_layout_decodes_the_same_tokens(real_target, plain):
+    kept = is_transposed(real_target.decoder)  # timed at load: the faster on this machine
+    real_target.set_layout("stock" if kept else "transposed")
+    try:
+        cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=64)
+        for prompt in PROMPTS[:3]:
+            assert summarize(SpecDecoder(real_target).generate(prompt, cfg, detail=False)).text_tokens == plain[prompt]
+    finally:
+        real_target.set_layout("transposed" if kept else "stock")
 
 
 @pytest.mark.parametrize("drafter, schedule", [("jakiro", "hybrid"), ("eagle", "standard")])
