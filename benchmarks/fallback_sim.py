@@ -112,7 +112,7 @@ def speedup(traces: list[Trace], plain: list[float], cfg: FallbackConfig) -> tup
 def simulate(args: argparse.Namespace) -> None:
     grid = [FallbackConfig(enabled=False), FallbackConfig()]
     grid += [FallbackConfig(window=w, cooldown=c, margin=m)
-             for w in (4, 8, 16, 32, 128) for c in (4, 12, 24) for m in (0.9, 1.0)]
+             for w in (4, 8, 16, 32) for c in (6, 12, 24) for m in (0.9, 1.0)]
     for path in args.traces:
         traces, plain = load_traces(path)
         print(f"\n{path}")

@@ -54,11 +54,12 @@ VARIANTS = (TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS 
             + FALLBACK_VARIANTS + BACKOFF_VARIANTS)
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
 # curve<N>: shorter matches look up lookup x (n / ngram)^N tokens; topk<N>, depth<N>, total<N>: the tree's shape
-SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total)(\d{1,3})")
+SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total|window)(\d{1,3})")
 LOOKUP_FIELDS = {"lookupmax": "lookup_max", "runs": "lookup_runs", "curve": "lookup_curve"}  # these turn lookup on
 SHAPE_FIELDS = {"topk": "top_k", "depth": "depth", "total": "total_tokens"}
 SIZED_FIELDS = {"lookup": "lookup", **LOOKUP_FIELDS, **SHAPE_FIELDS}
-VARIANT_HELP = ", ".join(VARIANTS) + ", " + ", ".join(f"{name}<N>" for name in SIZED_FIELDS)
+FALLBACK_FIELDS = {"window": "window"}  # window<N>: the fallback judges the last N cycles
+VARIANT_HELP = ", ".join(VARIANTS) + ", " + ", ".join(f"{name}<N>" for name in {**SIZED_FIELDS, **FALLBACK_FIELDS})
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
 BASELINE = "none"
@@ -207,14 +208,17 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
             raise ValueError(f"{spec!r}: each variant after @ (joined by +) must be one of {VARIANT_HELP}")
         if sized:  # the tree's own range check, with the method named
             try:
-                TreeConfig(**{SIZED_FIELDS[sized[1]]: int(sized[2])})
+                if sized[1] in FALLBACK_FIELDS:
+                    FallbackConfig(**{FALLBACK_FIELDS[sized[1]]: int(sized[2])})
+                else:
+                    TreeConfig(**{SIZED_FIELDS[sized[1]]: int(sized[2])})
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
     groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, WEIGHT_VARIANTS, COST_VARIANTS, FALLBACK_VARIANTS,
               BACKOFF_VARIANTS,
               LOOKUP_VARIANTS + ("lookup<N>",),
               ("lookupmax<N>",),
-              ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",)]
+              ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",), ("window<N>",)]
     kinds = [f"{m[1]}<N>" if (m := SIZED_VARIANT.fullmatch(v)) else v for v in variants]  # lookup24 -> lookup<N>
     for group in groups:
         chosen = [v for v, kind in zip(variants, kinds) if kind in group]
@@ -236,7 +240,9 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
     tree, fallback = cfg.tree, cfg.fallback
     for variant in variants:
         sized = SIZED_VARIANT.fullmatch(variant)
-        if sized and sized[1] == "lookup":
+        if sized and sized[1] in FALLBACK_FIELDS:
+            fallback = replace(fallback, **{FALLBACK_FIELDS[sized[1]]: int(sized[2])})
+        elif sized and sized[1] == "lookup":
             tree = replace(tree, lookup=int(sized[2]), lookup_alone=False)
         elif sized and sized[1] in SHAPE_FIELDS:
             tree = replace(tree, **{SHAPE_FIELDS[sized[1]]: int(sized[2])})

@@ -212,7 +212,7 @@ class FallbackConfig:
     """Decode plainly while speculation is measured not to pay (see core.policy)."""
 
     enabled: bool = True
-    window: int = 4  # the latest speculative cycles the expected speedup averages
+    window: int = 16  # the latest speculative cycles the expected speedup averages (session 25: 4 fell back too often)
     judge_after: int = 4  # speculative cycles before the first judgement, and in each probe (at most window)
     cooldown: int = 12  # plain steps before probing speculation again
     margin: float = 1.0  # speculate while the expected speedup is above this

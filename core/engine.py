@@ -17,7 +17,7 @@ from core.config import EngineConfig, FallbackConfig, to_dict
 from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
 from core.lookup import LOOKUP_BRANCH, graft, look_up, next_run_length
-from core.policy import FallbackState, can_judge, decide, record_step
+from core.policy import RECENT_CYCLES, FallbackState, can_judge, decide, recent, record_step
 from core.quant import weights_name
 from core.sizing import (LINE_SIZES, Calibration, CostModel, DraftStop, best_size, break_even, fit_cost,
                          measure_verify_cost, path_probs, prune_floor)
@@ -187,10 +187,10 @@ class SpecDecoder:
         """When drafting stops: below the path probability a node needs to pay for its verification, and (if
         ``layers``) below the expected tokens a layer needs to pay for its drafter forward, both at the speed
         recent cycles reached (no early stop until they give a speed to beat)."""
-        ms = sum(state.fallback.spec_ms)
+        tokens, ms = recent(state.fallback, RECENT_CYCLES)
         if ms <= 0:
             return DraftStop()
-        tokens_per_ms, ratio = sum(state.fallback.spec_tokens) / ms, state.calibration.ratio
+        tokens_per_ms, ratio = tokens / ms, state.calibration.ratio
         forward_ms = state.propose_ms / max(state.proposed_forwards, 1)
         return DraftStop(min_path_prob=prune_floor(self.verify_cost(), tokens_per_ms, ratio),
                          min_layer_gain=break_even(forward_ms, tokens_per_ms, ratio) if layers else 0.0)
@@ -331,6 +331,7 @@ class SpecDecoder:
             target=self.target.model_id,
             dtype=str(self.target.dtype).removeprefix("torch."),
             device=str(self.target.device),
+            layout=self.target.layout,
             engine=to_dict(cfg),
             drafter=drafter_cfg,
             drafter_trained=getattr(self.proposer, "trained", None),

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 
 from core.config import FallbackConfig
 
+RECENT_CYCLES = 4  # the cycles whose speed the adaptive tree's stopping rule reads (core.engine), whatever the window
+
 
 @dataclass
 class FallbackState:
-    spec_tokens: list[int] = field(default_factory=list)  # tokens emitted by recent cycles
+    spec_tokens: list[int] = field(default_factory=list)  # tokens emitted by recent cycles (window, >= RECENT_CYCLES)
     spec_ms: list[float] = field(default_factory=list)  # their draft + verify + commit time
     plain_ms: float | None = None  # running mean of a plain step
     cooldown_left: int = 0
@@ -24,18 +26,25 @@ class FallbackState:
 def record_step(state: FallbackState, kind: str, emitted: int, ms: float, cfg: FallbackConfig) -> None:
     """Mutates ``state`` with one finished step."""
     if kind == "spec":
-        state.spec_tokens = (state.spec_tokens + [emitted])[-cfg.window :]
-        state.spec_ms = (state.spec_ms + [ms])[-cfg.window :]
+        keep = max(cfg.window, RECENT_CYCLES)
+        state.spec_tokens = (state.spec_tokens + [emitted])[-keep:]
+        state.spec_ms = (state.spec_ms + [ms])[-keep:]
     elif kind == "plain":
         state.plain_ms = ms if state.plain_ms is None else 0.8 * state.plain_ms + 0.2 * ms
         state.cooldown_left = max(0, state.cooldown_left - 1)
 
 
-def expected_speedup(state: FallbackState) -> float | None:
-    if state.plain_ms is None or not state.spec_ms:
+def recent(state: FallbackState, cycles: int) -> tuple[int, float]:
+    """Tokens emitted, and milliseconds spent, by the last ``cycles`` speculative cycles."""
+    return sum(state.spec_tokens[-cycles:]), sum(state.spec_ms[-cycles:])
+
+
+def expected_speedup(state: FallbackState, cycles: int) -> float | None:
+    """Speed of the last ``cycles`` speculative cycles over plain decoding's; None before both are measured."""
+    tokens, ms = recent(state, cycles)
+    if state.plain_ms is None or ms <= 0:
         return None
-    per_token_spec = sum(state.spec_ms) / max(1, sum(state.spec_tokens))
-    return state.plain_ms / per_token_spec
+    return state.plain_ms * max(1, tokens) / ms
 
 
 def can_judge(state: FallbackState, cfg: FallbackConfig) -> bool:
@@ -51,7 +60,7 @@ def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
     if state.cooldown_left > 0:
         steps = f"{state.cooldown_left} more step{'s' if state.cooldown_left > 1 else ''}"
         return "plain", f"fallback: plain decoding for {steps}, then probe again"
-    gain = expected_speedup(state)
+    gain = expected_speedup(state, cfg.window)
     if gain is None or not can_judge(state, cfg):
         return "spec", ""
     if gain >= cfg.margin:

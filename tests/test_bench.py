@@ -169,7 +169,8 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
      (["jakiro@curve5"], "lookup_curve must be an integer in 0..4"), (["jakiro@curve0+curve1"], "at most one of curve<N>"),
      (["jakiro@topk0"], "top_k must be an integer in 1..64"), (["jakiro@depth3+depth4"], "at most one of depth<N>"),
      (["jakiro@costcurve+costline"], "at most one of costcurve, costline"),
-     (["jakiro@fallback+nofallback"], "at most one of fallback, nofallback")],
+     (["jakiro@fallback+nofallback"], "at most one of fallback, nofallback"),
+     (["jakiro@window0"], "fallback window must be an integer >= 1"), (["jakiro@window4+window8"], "at most one of window<N>")],
 )
 def test_bad_methods(methods, message):
     with pytest.raises(ValueError, match=message):
@@ -178,7 +179,7 @@ def test_bad_methods(methods, message):
 
 def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
     specs = ["eagle@fixed", "eagle@adaptive", "eagle@adaptive+nolayerstop", "eagle@adaptive+costcurve",
-             "eagle@adaptive+nofallback", "eagle@adaptive+nobackoff", "none"]
+             "eagle@adaptive+nofallback", "eagle@adaptive+nobackoff", "eagle@adaptive+window7", "none"]
     report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2],
                        EngineConfig(max_new_tokens=8), progress=False, warmup=False)
     methods = report["config"]["methods"]
@@ -187,6 +188,7 @@ def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
     assert report["results"]["eagle@adaptive+costcurve"]["match_rate"] == 1.0
     assert methods["eagle@adaptive+nofallback"]["engine"]["fallback"]["enabled"] is False
     assert methods["eagle@adaptive"]["engine"]["fallback"]["enabled"] is True
+    assert methods["eagle@adaptive+window7"]["engine"]["fallback"]["window"] == 7
     backoff = methods["eagle@adaptive+nobackoff"]["engine"]["fallback"]
     assert backoff["max_cooldown"] == backoff["cooldown"] < methods["eagle@adaptive"]["engine"]["fallback"]["max_cooldown"]
     assert methods["eagle@fixed"]["engine"]["tree"]["adaptive"] is False

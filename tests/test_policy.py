@@ -6,7 +6,7 @@ import pytest
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.config import FallbackConfig
-from core.policy import FallbackState, decide, expected_speedup, record_step
+from core.policy import RECENT_CYCLES, FallbackState, decide, expected_speedup, recent, record_step
 from core.registry import attach, random_drafter
 from core.trace import summarize
 
@@ -18,7 +18,7 @@ def test_slow_cycles_switch_to_plain_then_probe_again():
     for _ in range(3):
         assert decide(state, CFG)[0] == "spec"
         record_step(state, "spec", emitted=1, ms=60.0, cfg=CFG)  # 1 token per 60 ms vs 40 ms plain
-    assert expected_speedup(state) == 40.0 / 60.0
+    assert expected_speedup(state, CFG.window) == 40.0 / 60.0
     mode, why = decide(state, CFG)
     assert mode == "plain" and "0.67x" in why
     for left in range(5, 0, -1):
@@ -52,6 +52,25 @@ def test_probes_that_keep_failing_back_off_and_a_paying_one_resets():
     assert decide(state, cfg)[0] == "plain" and state.cooldown_left == 3
 
 
+def test_a_long_window_judges_after_judge_after_cycles_and_rides_out_a_short_slow_patch():
+    cfg = FallbackConfig(window=16, judge_after=4, cooldown=5)
+    state = FallbackState(plain_ms=40.0)
+    for _ in range(8):  # good cycles: 3 tokens per 60 ms, 2x plain decoding
+        assert decide(state, cfg)[0] == "spec"
+        record_step(state, "spec", emitted=3, ms=60.0, cfg=cfg)
+    for _ in range(4):  # a slow patch: alone it runs at 0.67x, but the window still averages 1.5x
+        assert decide(state, cfg)[0] == "spec"
+        record_step(state, "spec", emitted=1, ms=60.0, cfg=cfg)
+    assert expected_speedup(state, 4) < 1.0 < expected_speedup(state, cfg.window)
+    assert decide(state, cfg)[0] == "spec"
+    assert recent(state, RECENT_CYCLES) == (4, 240.0)  # what the tree sizing reads: the last 4 cycles only
+    fresh = FallbackState(plain_ms=40.0)  # slow from the start: judged after judge_after cycles, not window
+    for _ in range(4):
+        assert decide(fresh, cfg)[0] == "spec"
+        record_step(fresh, "spec", emitted=1, ms=60.0, cfg=cfg)
+    assert decide(fresh, cfg)[0] == "plain"
+
+
 def test_max_cooldown_below_cooldown_is_refused():
     with pytest.raises(ValueError, match="max_cooldown"):
         FallbackConfig(cooldown=12, max_cooldown=4)
@@ -62,7 +81,7 @@ def test_good_cycles_keep_speculating():
     for _ in range(10):
         assert decide(state, CFG)[0] == "spec"
         record_step(state, "spec", emitted=4, ms=70.0, cfg=CFG)
-    assert expected_speedup(state) > 2.2
+    assert expected_speedup(state, CFG.window) > 2.2
 
 
 def test_disabled_policy_always_speculates():
