@@ -31,8 +31,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint folder")
     p.add_argument("--layout", default="auto", choices=LAYOUTS,
-                   help="the target's linear-layer weight layout (lossless; auto: the faster here, timed at load; "
-                        "only float32 on a CPU can differ)")
+                   help="the kernel of the target's linear layers and head (lossless; stock: nn.Linear, transposed: "
+                        "x @ a transposed weight copy, onednn: oneDNN's kernel; auto: the fastest of them here, for "
+                        "the decoder and the head each, timed at load; only float32 on a CPU can differ)")
 
 
 def add_decode_args(p: argparse.ArgumentParser) -> None:

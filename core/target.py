@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch import nn
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.hardware import resolve_dtype_name
 from core.kv import keep_accepted
-from core.layout import LAYOUTS, choose_layout, set_layout
+from core.layout import LAYOUTS, choose_layout, kernel_of, layout_of, set_layout, swap
 from core.models import resolve_target
 
 DTYPE_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -74,26 +75,51 @@ class TargetModel:
         self.config = model.config
         self.decoder = model.get_decoder()
         self.lm_head = model.get_output_embeddings()
-        self._head_t: torch.Tensor | None = None  # [hidden, vocab] float32 CPU copy (see ``logits``)
+        self._head = nn.ModuleDict({"lm_head": self.lm_head})  # the head in its kernel (core.layout; ``logits``)
         self.embed_tokens = model.get_input_embeddings()
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
         self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
-        self.layout = "stock"  # the linear layers' weight layout (core.layout), with what decided it
+        self.layout = "stock; head: stock"  # the kernels of the linear layers and head (core.layout), and why
 
-    def set_layout(self, layout: str) -> str:
-        """Mutates the model: its decoder's linear layers in ``layout`` ("stock", "transposed", or "auto": the
-        faster of the two, timed here; only float32 on a CPU, where it can differ). Returns what was kept, and why."""
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
-        if layout == "auto":
-            if self.device.type != "cpu" or self.dtype != torch.float32:
-                layout = "stock"
-            else:
-                self.layout = choose_layout(self.decoder, self._layout_probe()).describe()
-                return self.layout
-        set_layout(self.decoder, layout == "transposed")
-        self.layout = layout
+    def set_layout(self, layout: str, head: str | None = None) -> str:
+        """Mutates the model: its decoder's linear layers, and the head, computed by ``layout`` and ``head`` (one of
+        ``core.layout.KERNELS``, or "auto": the fastest here, timed now; only float32 on a CPU, where they can
+        differ; ``head`` defaults to ``layout``). Returns what was kept, and why."""
+        head = layout if head is None else head
+        for name in (layout, head):
+            if name not in LAYOUTS:
+                raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {name!r}")
+        timed = self.device.type == "cpu" and self.dtype == torch.float32
+        if head == "auto" and timed:  # first: the decoder's probe forwards then run on the head kept
+            self._head["lm_head"] = self.lm_head  # timed from the model's own head, which stock keeps (tied)
+            head_note = choose_layout(self._head, self._head_probe()).describe("probe products")
+        else:
+            head = "stock" if head == "auto" else head
+            self._head["lm_head"] = swap(self.lm_head, head)  # from the model's own head: a tied weight stays tied
+            head_note = head
+        if layout == "auto" and timed:
+            note = choose_layout(self.decoder, self._layout_probe()).describe()
+        else:
+            note = "stock" if layout == "auto" else layout
+            set_layout(self.decoder, note)
+        self.layout = f"{note}; head: {head_note}"
         return self.layout
+
+    @property
+    def kernels(self) -> tuple[str | None, str | None]:
+        """The kernels the decoder's linear layers and the head compute with now (``set_layout``)."""
+        return layout_of(self.decoder), kernel_of(self._head["lm_head"])
+
+    def _head_probe(self, tree: int = 16) -> Callable[[], None]:
+        """The head's products a decode cycle makes: over one hidden state, and over a tree of ``tree``."""
+        hidden = torch.randn(tree, self.hidden_size, generator=torch.Generator().manual_seed(0))  # [tree, hidden]
+
+        @torch.inference_mode()  # as decoding runs it (``forward``)
+        def probe() -> None:
+            for n in (1, tree):
+                self.logits(hidden[:n])
+
+        return probe
 
     def _layout_probe(self, context: int = 64, tree: int = 16) -> Callable[[], None]:
         """Forwards a decode cycle makes: one token, and a tree of ``tree`` tokens, after ``context`` tokens."""
@@ -190,18 +216,12 @@ class TargetModel:
         return TargetOutput(logits=logits, hidden=hidden, taps=inner)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[q, vocab] float32 logits of ``hidden`` [q, hidden] (the model's own lm_head, bias included).
-
-        In float32 on a CPU the product runs on a transposed copy of the head's weight ([hidden, vocab], made once):
-        MKL's kernel for ``x @ W.T`` with W [vocab, hidden] is slow at the few rows a tree verifies (session 22,
-        49,152 x 576, two threads: 12.8 ms at 7 rows against 7.5 ms on the copy; 3.9 against 3.1 at one row)."""
-        if self.device.type != "cpu" or self.dtype != torch.float32:
-            return self.lm_head(hidden).float()
-        if self._head_t is None:
-            self._head_t = self.lm_head.weight.detach().t().contiguous()  # [hidden, vocab]
-        logits = hidden @ self._head_t  # [q, vocab]
-        bias = getattr(self.lm_head, "bias", None)
-        return logits if bias is None else logits + bias
+        """[q, vocab] float32 logits of ``hidden`` [q, hidden] (the model's own lm_head, bias included), computed
+        by the head's kernel (``set_layout``): MKL's kernel for ``x @ W.T`` with W [vocab, hidden] is slow at the
+        few rows a tree verifies on some CPUs (session 22's Intel Xeon: 12.8 ms at 7 rows against 7.5 ms on a
+        transposed copy), and the transposed copy on others (session 26's AMD EPYC: 48-64 ms at 4-16 rows,
+        against 33-45 stock and 14-25 with oneDNN's kernel)."""
+        return self._head["lm_head"](hidden).float()
 
     def _additive_mask(self, tree_mask: torch.Tensor, past: int) -> torch.Tensor:
         """[1, 1, q, past + q] additive mask: the whole prefix is visible, tree nodes see their ancestors."""

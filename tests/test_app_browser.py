@@ -100,6 +100,10 @@ def test_generate_inspect_scrub_and_export(page, tmp_path):
     # Stop's follow-up sets the step slider to the stopped run: only then has the cancel been handled (gradio cancels
     # every job of the event that is queued when the cancel arrives, a Generate clicked just before it included)
     expect(page.locator("#step input[type=range]")).not_to_have_attribute("max", "1", timeout=30_000)
+    # the stopped run's step 2, so that step 1 below can only come from the next run's follow-up (a loaded machine
+    # may finish streaming well before that follow-up has reset the inspector, and a click between would be undone)
+    page.locator("#next-step").click()
+    expect(page.locator("#step input[type=number]")).to_have_value("2")
 
     set_slider(page, "#max-new-tokens", "12")
     # the random drafters' trees are never accepted, so without the context lookup (which the random target's
@@ -109,6 +113,7 @@ def test_generate_inspect_scrub_and_export(page, tmp_path):
 
     # tokens appear in all three boxes, and the run finishes
     expect(page.locator("#status")).to_contain_text("Done", timeout=60_000)
+    expect(page.locator("#step input[type=number]")).to_have_value("1", timeout=30_000)  # its follow-up ran
     for box in ("#tokens-a", "#tokens-b", "#tokens-plain"):
         expect(page.locator(f"{box} .token")).to_have_count(12)
     expect(page.locator("#counters")).to_contain_text("plain decoding")

@@ -7,6 +7,7 @@ import torch
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.kv import keep_accepted
+from core.layout import KERNELS
 from core.registry import attach, random_drafter
 from core.trace import summarize
 from tests.helpers import NO_FALLBACK, OracleProposer
@@ -115,16 +116,24 @@ def test_kv_after_commit_equals_fresh_forward(tiny_target):
         assert torch.allclose(got.values, want.values, atol=1e-5)
 
 
-def test_head_logits_on_the_transposed_copy_are_the_models_own(real_target):
-    """In float32 on the CPU the target's logits come from a [hidden, vocab] copy of the head (faster at a tree's few
-    rows); they are the model's own lm_head logits to float rounding, and the model's weight is left as it was."""
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_head_logits_in_every_kernel_are_the_models_own(real_target, kernel):
+    """In float32 on the CPU the target's logits come from the head in the kernel timed fastest at load (a
+    transposed copy, or oneDNN's kernel, can be faster at a tree's few rows); in each they are the model's own
+    lm_head logits to float rounding, and the model's weight (tied to the embeddings) is left as it was."""
     weight = real_target.lm_head.weight.detach().clone()
-    for rows in (1, 7, 16):
-        hidden = torch.randn(rows, real_target.hidden_size, generator=torch.Generator().manual_seed(rows))
-        own = real_target.lm_head(hidden).float()  # [rows, vocab]
-        got = real_target.logits(hidden)
-        assert got.shape == own.shape and got.dtype == torch.float32
-        torch.testing.assert_close(got, own, rtol=1e-5, atol=1e-4)
-        assert torch.equal(got.argmax(-1), own.argmax(-1))
-    assert real_target._head_t is not None and real_target._head_t.shape == weight.shape[::-1]
+    kept = real_target.kernels
+    real_target.set_layout(kept[0], head=kernel)
+    try:
+        assert real_target.kernels[1] == kernel
+        for rows in (1, 7, 16):
+            hidden = torch.randn(rows, real_target.hidden_size, generator=torch.Generator().manual_seed(rows))
+            own = real_target.lm_head(hidden).float()  # [rows, vocab]
+            got = real_target.logits(hidden)
+            assert got.shape == own.shape and got.dtype == torch.float32
+            torch.testing.assert_close(got, own, rtol=1e-5, atol=1e-4)
+            assert torch.equal(got.argmax(-1), own.argmax(-1))
+    finally:
+        real_target.set_layout(*kept)
     assert torch.equal(real_target.lm_head.weight, weight)
+    assert real_target.lm_head.weight is real_target.embed_tokens.weight  # still tied

@@ -6,7 +6,7 @@ from tests.helpers import NO_FALLBACK
 
 from core.config import LOOKUP_MAX, EngineConfig, TreeConfig
 from core.engine import SpecDecoder
-from core.layout import is_transposed
+from core.layout import KERNELS
 from core.registry import build_proposer
 from core.trace import summarize
 
@@ -37,15 +37,17 @@ def test_plain_matches_hf_generate(real_target, plain):
     assert plain[PROMPTS[1]] == out[0, len(ids):].tolist()
 
 
-def test_the_other_weight_layout_decodes_the_same_tokens(real_target, plain):
-    kept = is_transposed(real_target.decoder)  # timed at load: the faster on this machine
-    real_target.set_layout("stock" if kept else "transposed")
+def test_the_other_kernels_decode_the_same_tokens(real_target, plain):
+    kept = real_target.kernels  # timed at load: the fastest on this machine
+    cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=64)
     try:
-        cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=64)
-        for prompt in PROMPTS[:3]:
-            assert summarize(SpecDecoder(real_target).generate(prompt, cfg, detail=False)).text_tokens == plain[prompt]
+        for kernel in (k for k in KERNELS if k != kept[0]):
+            real_target.set_layout(kernel, head=kernel)
+            for prompt in PROMPTS[:2]:
+                summary = summarize(SpecDecoder(real_target).generate(prompt, cfg, detail=False))
+                assert summary.text_tokens == plain[prompt], (kernel, prompt)
     finally:
-        real_target.set_layout("transposed" if kept else "stock")
+        real_target.set_layout(*kept)
 
 
 @pytest.mark.parametrize("drafter, schedule", [("jakiro", "hybrid"), ("eagle", "standard")])
