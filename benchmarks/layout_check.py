@@ -26,7 +26,6 @@ from core.target import TargetModel  # noqa: E402
 from core.trace import summarize  # noqa: E402
 
 
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", required=True)

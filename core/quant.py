@@ -34,9 +34,9 @@ KERNEL_DTYPE = torch.bfloat16
 
 def vnni() -> bool:
     """Whether this CPU has AVX-512 VNNI, where FBGEMM's u8 x s8 kernel sums products in int32. Without it (AVX2)
-    pairs of products are summed in int16 first, which saturates with 8-bit activations: session 26's AMD EPYC
-    (Zen 3) drafted with a 13-23% relative error in every w8a8 product until the activations were rounded to 7 bits
-    there (``reduce_range``; FBGEMM's own advice for such CPUs)."""
+    pairs of products are summed in int16 first, which saturates with 8-bit activations: on session 26's AMD EPYC
+    (Zen 3) the tests' random w8a8 products came out 13-23% off (the real drafters' smoothed inputs lost no tau),
+    until the activations were rounded to 7 bits there (``reduce_range``; FBGEMM's own advice for such CPUs)."""
     return bool(getattr(torch.cpu, "_is_vnni_supported", lambda: False)())
 
 
