@@ -503,7 +503,7 @@ def machine_info(target: TargetModel) -> dict[str, Any]:
         "target": target.model_id,
         "device": str(target.device),
         "dtype": str(target.dtype).removeprefix("torch."),
-        "layout": target.layout,  # the target's linear layers (core.layout)
+        "layout": target.layout,  # the kernels of the target's linear layers and head (core.layout)
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if target.device.type == "cuda":

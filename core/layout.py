@@ -91,6 +91,8 @@ def swap(m: nn.Module, kernel: str) -> nn.Module:
     """A linear layer ``m`` (any kernel) as the same layer computed by ``kernel``; ``m`` itself when it already is."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
+    if kernel == "onednn" and not onednn_available():
+        raise ValueError("kernel 'onednn' is not in this torch build (it has no MKL-DNN)")
     if kernel_of(m) == kernel:
         return m
     linear = m if type(m) is nn.Linear else m.to_linear()
@@ -132,12 +134,11 @@ class LayoutChoice:
         return f"{self.kept} ({what}: {times})"
 
 
-def choose_layout(module: nn.Module, probe: Callable[[], None], kernels: tuple[str, ...] | None = None,
-                  rounds: int = 3, margin: float = 0.95) -> LayoutChoice:
-    """Mutates ``module``: times ``probe`` with its linear layers in each kernel (stock first), round-robin so that
+def choose_layout(module: nn.Module, probe: Callable[[], None], rounds: int = 3, margin: float = 0.95) -> LayoutChoice:
+    """Mutates ``module``: times ``probe`` with its linear layers in each available kernel, round-robin so that
     drift in the machine's speed hits all alike, and keeps the fastest, but another kernel than stock only where it
     is faster than stock by ``margin``. All copies of the weights are held while timing, so switching costs none."""
-    kernels = tuple(dict.fromkeys(("stock",) + (kernels or available_kernels())))
+    kernels = available_kernels()  # stock first
     stock = {name: swap(m, "stock") for name, m in linears(module).items()}
     layouts = {k: stock if k == "stock" else {name: swap(m, k) for name, m in stock.items()} for k in kernels}
     times: dict[str, list[float]] = {k: [] for k in kernels}
