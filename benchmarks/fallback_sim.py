@@ -10,7 +10,7 @@ same tokens, and the same replay with the fallback off is the reference a settin
     python benchmarks/heldout_prompts.py H.jsonl
     python benchmarks/fallback_sim.py collect --prompts H.jsonl --limit-per-category 1 --out T0.json
     python benchmarks/fallback_sim.py collect ... --temperature 1.0 --out T1.json
-    python benchmarks/fallback_sim.py simulate T0.json T1.json
+    python benchmarks/fallback_sim.py simulate T0.json T1.json [--cost-scale 1.3]
 """
 from __future__ import annotations
 
@@ -67,12 +67,14 @@ def collect(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(out) + "\n")
 
 
-def load_traces(path: str) -> tuple[dict[str, list[Trace]], list[float]]:
+def load_traces(path: str, cost_scale: float = 1.0) -> tuple[dict[str, list[Trace]], list[float]]:
+    """Traces by method, and each generation's plain-step time; ``cost_scale`` multiplies every cycle's time (a
+    machine where a cycle costs more plain steps)."""
     data = json.loads(Path(path).read_text())
     traces = {}
     for name, gens in data["traces"].items():
-        traces[name] = [Trace(list(itertools.accumulate(g["tokens"], initial=0))[:-1], g["tokens"], g["ms"])
-                        for g in gens]
+        traces[name] = [Trace(list(itertools.accumulate(g["tokens"], initial=0))[:-1], g["tokens"],
+                              [ms * cost_scale for ms in g["ms"]]) for g in gens]
     return traces, data["plain_ms"]
 
 
@@ -111,16 +113,18 @@ def speedup(traces: list[Trace], plain: list[float], cfg: FallbackConfig) -> tup
 
 def simulate(args: argparse.Namespace) -> None:
     grid = [FallbackConfig(enabled=False), FallbackConfig()]
-    grid += [FallbackConfig(window=w, cooldown=c, margin=m)
-             for w in (4, 8, 16, 32) for c in (6, 12, 24) for m in (0.9, 1.0)]
+    grid += [FallbackConfig(window=w, judge_after=j, cooldown=c, margin=m, confidence=z)
+             for w in (4, 16, 32) for j in (4, 8) for c in (12, 24) for m in (0.9, 1.0) for z in (0.0, 0.5, 1.0, 2.0)
+             if j <= w]
     for path in args.traces:
-        traces, plain = load_traces(path)
-        print(f"\n{path}")
-        print(f"{'setting':40}" + "".join(f"{name:>24}" for name in traces))
+        traces, plain = load_traces(path, args.cost_scale)
+        print(f"\n{path}" + (f", cycles {args.cost_scale}x as costly" if args.cost_scale != 1 else ""))
+        print(f"{'setting':64}" + "".join(f"{name:>24}" for name in traces))
         for cfg in grid:
-            label = ("off" if not cfg.enabled else f"window {cfg.window} cooldown {cfg.cooldown} margin {cfg.margin}")
+            label = ("off" if not cfg.enabled else f"window {cfg.window} judge {cfg.judge_after} cooldown "
+                     f"{cfg.cooldown} margin {cfg.margin} confidence {cfg.confidence}")
             cells = [speedup(t, plain, cfg) for t in traces.values()]
-            print(f"{label:40}" + "".join(f"{s:>14.3f}x {share:>6.1%}p" for s, share in cells))
+            print(f"{label:64}" + "".join(f"{s:>14.3f}x {share:>6.1%}p" for s, share in cells))
 
 
 def main() -> None:
@@ -137,6 +141,7 @@ def main() -> None:
     c.add_argument("--out", required=True)
     s = sub.add_parser("simulate")
     s.add_argument("traces", nargs="+")
+    s.add_argument("--cost-scale", type=float, default=1.0, help="multiply each cycle's time (what-if)")
     args = p.parse_args()
     collect(args) if args.cmd == "collect" else simulate(args)
 

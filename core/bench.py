@@ -54,11 +54,13 @@ VARIANTS = (TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS 
             + FALLBACK_VARIANTS + BACKOFF_VARIANTS)
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
 # curve<N>: shorter matches look up lookup x (n / ngram)^N tokens; topk<N>, depth<N>, total<N>: the tree's shape
-SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total|window)(\d{1,3})")
+SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total|window|z)(\d{1,3})")
 LOOKUP_FIELDS = {"lookupmax": "lookup_max", "runs": "lookup_runs", "curve": "lookup_curve"}  # these turn lookup on
 SHAPE_FIELDS = {"topk": "top_k", "depth": "depth", "total": "total_tokens"}
 SIZED_FIELDS = {"lookup": "lookup", **LOOKUP_FIELDS, **SHAPE_FIELDS}
-FALLBACK_FIELDS = {"window": "window"}  # window<N>: the fallback judges the last N cycles
+# window<N>: the fallback judges the last N cycles; z<N>: it falls back only when N/10 standard errors more tokens
+# per cycle would still not pay (FallbackConfig.confidence)
+FALLBACK_FIELDS = {"window": ("window", int), "z": ("confidence", lambda n: int(n) / 10)}
 VARIANT_HELP = ", ".join(VARIANTS) + ", " + ", ".join(f"{name}<N>" for name in {**SIZED_FIELDS, **FALLBACK_FIELDS})
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
@@ -209,7 +211,7 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
         if sized:  # the tree's own range check, with the method named
             try:
                 if sized[1] in FALLBACK_FIELDS:
-                    FallbackConfig(**{FALLBACK_FIELDS[sized[1]]: int(sized[2])})
+                    FallbackConfig(**fallback_field(sized))
                 else:
                     TreeConfig(**{SIZED_FIELDS[sized[1]]: int(sized[2])})
             except ConfigError as error:
@@ -218,13 +220,19 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
               BACKOFF_VARIANTS,
               LOOKUP_VARIANTS + ("lookup<N>",),
               ("lookupmax<N>",),
-              ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",), ("window<N>",)]
+              ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",), ("window<N>",), ("z<N>",)]
     kinds = [f"{m[1]}<N>" if (m := SIZED_VARIANT.fullmatch(v)) else v for v in variants]  # lookup24 -> lookup<N>
     for group in groups:
         chosen = [v for v, kind in zip(variants, kinds) if kind in group]
         if len(chosen) > 1:
             raise ValueError(f"{spec!r}: at most one of {', '.join(group)}")
     return base, variants
+
+
+def fallback_field(sized: re.Match) -> dict[str, int | float]:
+    """A matched ``window<N>`` or ``z<N>`` -> the FallbackConfig field it sets: ``{"confidence": 1.0}`` for z10."""
+    field, value = FALLBACK_FIELDS[sized[1]]
+    return {field: value(sized[2])}
 
 
 def method_name(spec: str) -> str:
@@ -241,7 +249,7 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
     for variant in variants:
         sized = SIZED_VARIANT.fullmatch(variant)
         if sized and sized[1] in FALLBACK_FIELDS:
-            fallback = replace(fallback, **{FALLBACK_FIELDS[sized[1]]: int(sized[2])})
+            fallback = replace(fallback, **fallback_field(sized))
         elif sized and sized[1] == "lookup":
             tree = replace(tree, lookup=int(sized[2]), lookup_alone=False)
         elif sized and sized[1] in SHAPE_FIELDS:

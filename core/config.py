@@ -217,12 +217,15 @@ class FallbackConfig:
     cooldown: int = 12  # plain steps before probing speculation again
     margin: float = 1.0  # speculate while the expected speedup is above this
     max_cooldown: int = 96  # each probe that still does not pay doubles the cooldown, up to this many steps
+    confidence: float = 0.0  # fall back only when the window's tokens per cycle + this many standard errors do not pay
 
     def __post_init__(self) -> None:
         _require(_is_int(self.window) and self.window >= 1, "fallback window must be an integer >= 1")
         _require(_is_int(self.judge_after) and self.judge_after >= 1, "fallback judge_after must be an integer >= 1")
         _require(_is_int(self.cooldown) and self.cooldown >= 1, "fallback cooldown must be an integer >= 1")
         _require(math.isfinite(self.margin) and self.margin > 0, "fallback margin must be a positive number")
+        _require(math.isfinite(self.confidence) and self.confidence >= 0,
+                 "fallback confidence must be a non-negative number")
         _require(_is_int(self.max_cooldown) and self.max_cooldown >= self.cooldown,
                  "fallback max_cooldown must be an integer >= cooldown")
 

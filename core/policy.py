@@ -6,6 +6,7 @@ and is a pure state machine: ``decide`` says what the next step should be and wh
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from core.config import FallbackConfig
@@ -47,6 +48,19 @@ def expected_speedup(state: FallbackState, cycles: int) -> float | None:
     return state.plain_ms * max(1, tokens) / ms
 
 
+def optimistic_speedup(state: FallbackState, cycles: int, confidence: float) -> float | None:
+    """``expected_speedup`` with the mean tokens per cycle raised by ``confidence`` standard errors: a few cycles
+    of bursty acceptance (sampling) are weak evidence that speculation does not pay. None before both sides are
+    measured."""
+    gain = expected_speedup(state, cycles)
+    tokens = state.spec_tokens[-cycles:]
+    if gain is None or len(tokens) < 2 or confidence <= 0:
+        return gain
+    mean = sum(tokens) / len(tokens)
+    var = sum((t - mean) ** 2 for t in tokens) / (len(tokens) - 1)
+    return gain * (mean + confidence * math.sqrt(var / len(tokens))) / max(mean, 1e-9)
+
+
 def can_judge(state: FallbackState, cfg: FallbackConfig) -> bool:
     """Enough speculative cycles since the start (or the last probe) to judge them: ``judge_after``, at most
     ``window``."""
@@ -63,7 +77,7 @@ def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
     gain = expected_speedup(state, cfg.window)
     if gain is None or not can_judge(state, cfg):
         return "spec", ""
-    if gain >= cfg.margin:
+    if optimistic_speedup(state, cfg.window, cfg.confidence) >= cfg.margin:
         state.failed_probes = 0
         return "spec", ""
     # A probe costs about judge_after cycles that do not pay; where speculation keeps failing (sampling at a high

@@ -170,7 +170,8 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
      (["jakiro@topk0"], "top_k must be an integer in 1..64"), (["jakiro@depth3+depth4"], "at most one of depth<N>"),
      (["jakiro@costcurve+costline"], "at most one of costcurve, costline"),
      (["jakiro@fallback+nofallback"], "at most one of fallback, nofallback"),
-     (["jakiro@window0"], "fallback window must be an integer >= 1"), (["jakiro@window4+window8"], "at most one of window<N>")],
+     (["jakiro@window0"], "fallback window must be an integer >= 1"), (["jakiro@window4+window8"], "at most one of window<N>"),
+     (["jakiro@z5+z10"], "at most one of z<N>")],
 )
 def test_bad_methods(methods, message):
     with pytest.raises(ValueError, match=message):
@@ -179,7 +180,7 @@ def test_bad_methods(methods, message):
 
 def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
     specs = ["eagle@fixed", "eagle@adaptive", "eagle@adaptive+nolayerstop", "eagle@adaptive+costcurve",
-             "eagle@adaptive+nofallback", "eagle@adaptive+nobackoff", "eagle@adaptive+window7", "none"]
+             "eagle@adaptive+nofallback", "eagle@adaptive+nobackoff", "eagle@adaptive+window7", "eagle@adaptive+z15", "none"]
     report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2],
                        EngineConfig(max_new_tokens=8), progress=False, warmup=False)
     methods = report["config"]["methods"]
@@ -189,6 +190,8 @@ def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
     assert methods["eagle@adaptive+nofallback"]["engine"]["fallback"]["enabled"] is False
     assert methods["eagle@adaptive"]["engine"]["fallback"]["enabled"] is True
     assert methods["eagle@adaptive+window7"]["engine"]["fallback"]["window"] == 7
+    assert methods["eagle@adaptive+z15"]["engine"]["fallback"]["confidence"] == pytest.approx(1.5)
+    assert methods["eagle@adaptive"]["engine"]["fallback"]["confidence"] == 0.0
     backoff = methods["eagle@adaptive+nobackoff"]["engine"]["fallback"]
     assert backoff["max_cooldown"] == backoff["cooldown"] < methods["eagle@adaptive"]["engine"]["fallback"]["max_cooldown"]
     assert methods["eagle@fixed"]["engine"]["tree"]["adaptive"] is False

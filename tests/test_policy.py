@@ -6,7 +6,8 @@ import pytest
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.config import FallbackConfig
-from core.policy import RECENT_CYCLES, FallbackState, decide, expected_speedup, recent, record_step
+from core.policy import (RECENT_CYCLES, FallbackState, decide, expected_speedup, optimistic_speedup, recent,
+                         record_step)
 from core.registry import attach, random_drafter
 from core.trace import summarize
 
@@ -69,6 +70,23 @@ def test_a_long_window_judges_after_judge_after_cycles_and_rides_out_a_short_slo
         assert decide(fresh, cfg)[0] == "spec"
         record_step(fresh, "spec", emitted=1, ms=60.0, cfg=cfg)
     assert decide(fresh, cfg)[0] == "plain"
+
+
+def test_confidence_gives_bursty_cycles_the_benefit_of_the_doubt_but_not_steady_slow_ones():
+    bursty = FallbackState(plain_ms=40.0)
+    for emitted in (1, 1, 1, 2):  # 5 tokens in 240 ms: 0.83x plain decoding, but one cycle accepted a token
+        record_step(bursty, "spec", emitted=emitted, ms=60.0, cfg=CFG)
+    assert expected_speedup(bursty, 4) == pytest.approx(40.0 * 5 / 240)
+    # mean 1.25 tokens, standard error 0.25: one standard error up is 1.5 tokens per cycle, 1.0x plain decoding
+    assert optimistic_speedup(bursty, 4, confidence=1.0) == pytest.approx(1.0)
+    cfg = FallbackConfig(window=4, cooldown=5)
+    assert decide(replace(bursty, spec_tokens=list(bursty.spec_tokens)), cfg)[0] == "plain"
+    assert decide(bursty, replace(cfg, confidence=1.0))[0] == "spec"
+    steady = FallbackState(plain_ms=40.0, spec_tokens=[1] * 4, spec_ms=[60.0] * 4)  # no spread: no doubt
+    assert optimistic_speedup(steady, 4, confidence=2.0) == expected_speedup(steady, 4)
+    assert decide(steady, replace(cfg, confidence=2.0))[0] == "plain"
+    with pytest.raises(ValueError, match="confidence"):
+        FallbackConfig(confidence=-1.0)
 
 
 def test_max_cooldown_below_cooldown_is_refused():
