@@ -50,17 +50,20 @@ WEIGHT_VARIANTS = ("int8", "int4", "w8a8", "native")  # the drafter's weights (c
 COST_VARIANTS = ("costcurve", "costline")  # adaptive sizing prices trees by the measured curve or its line
 FALLBACK_VARIANTS = ("fallback", "nofallback")  # decode plainly while speculation does not pay (core.policy), or not
 BACKOFF_VARIANTS = ("backoff", "nobackoff")  # failed probes double the plain-decoding wait, or every wait is the first
+PLAIN_VARIANTS = ("plainmeasured", "plainverify")  # the fallback prices a plain step by timed forwards or each cycle's verification
 VARIANTS = (TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS + WEIGHT_VARIANTS + COST_VARIANTS
-            + FALLBACK_VARIANTS + BACKOFF_VARIANTS)
+            + FALLBACK_VARIANTS + BACKOFF_VARIANTS + PLAIN_VARIANTS)
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
 # curve<N>: shorter matches look up lookup x (n / ngram)^N tokens; topk<N>, depth<N>, total<N>: the tree's shape
-SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total|window|z)(\d{1,3})")
+SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total|window|z|ahead)(\d{1,3})")
 LOOKUP_FIELDS = {"lookupmax": "lookup_max", "runs": "lookup_runs", "curve": "lookup_curve"}  # these turn lookup on
 SHAPE_FIELDS = {"topk": "top_k", "depth": "depth", "total": "total_tokens"}
 SIZED_FIELDS = {"lookup": "lookup", **LOOKUP_FIELDS, **SHAPE_FIELDS}
 # window<N>: the fallback judges the last N cycles; z<N>: it falls back only when N/10 standard errors more tokens
-# per cycle would still not pay (FallbackConfig.confidence)
-FALLBACK_FIELDS = {"window": ("window", int), "z": ("confidence", lambda n: int(n) / 10)}
+# per cycle would still not pay (FallbackConfig.confidence); ahead<N>: not while the generation so far runs at
+# N/10 times plain decoding's speed or more (FallbackConfig.ahead)
+FALLBACK_FIELDS = {"window": ("window", int), "z": ("confidence", lambda n: int(n) / 10),
+                   "ahead": ("ahead", lambda n: int(n) / 10)}
 VARIANT_HELP = ", ".join(VARIANTS) + ", " + ", ".join(f"{name}<N>" for name in {**SIZED_FIELDS, **FALLBACK_FIELDS})
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
@@ -217,10 +220,11 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
     groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, WEIGHT_VARIANTS, COST_VARIANTS, FALLBACK_VARIANTS,
-              BACKOFF_VARIANTS,
+              BACKOFF_VARIANTS, PLAIN_VARIANTS,
               LOOKUP_VARIANTS + ("lookup<N>",),
               ("lookupmax<N>",),
-              ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",), ("window<N>",), ("z<N>",)]
+              ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",), ("window<N>",), ("z<N>",),
+              ("ahead<N>",)]
     kinds = [f"{m[1]}<N>" if (m := SIZED_VARIANT.fullmatch(v)) else v for v in variants]  # lookup24 -> lookup<N>
     for group in groups:
         chosen = [v for v, kind in zip(variants, kinds) if kind in group]
@@ -264,6 +268,8 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
             tree = replace(tree, cost_curve=variant == "costcurve")
         elif variant in FALLBACK_VARIANTS:
             fallback = replace(fallback, enabled=variant == "fallback")
+        elif variant in PLAIN_VARIANTS:
+            fallback = replace(fallback, plain_from_verify=variant == "plainverify")
         elif variant in BACKOFF_VARIANTS:
             default = FallbackConfig().max_cooldown
             fallback = replace(fallback, max_cooldown=max(default, fallback.cooldown) if variant == "backoff"

@@ -218,6 +218,11 @@ class FallbackConfig:
     margin: float = 1.0  # speculate while the expected speedup is above this
     max_cooldown: int = 96  # each probe that still does not pay doubles the cooldown, up to this many steps
     confidence: float = 0.0  # fall back only when the window's tokens per cycle + this many standard errors do not pay
+    ahead: float = 0.0  # ride out a slow window while the generation so far runs at least this many times plain
+    # decoding's speed (0: judge the window alone)
+    plain_from_verify: bool = False  # price a plain step from each cycle's own verification (its time scaled by the
+    # cost model's one-token / tree-size ratio: follows the context's length and the machine's speed) instead of
+    # three one-token forwards timed once per decoder; adaptive trees only (they fit the cost model)
 
     def __post_init__(self) -> None:
         _require(_is_int(self.window) and self.window >= 1, "fallback window must be an integer >= 1")
@@ -226,6 +231,7 @@ class FallbackConfig:
         _require(math.isfinite(self.margin) and self.margin > 0, "fallback margin must be a positive number")
         _require(math.isfinite(self.confidence) and self.confidence >= 0,
                  "fallback confidence must be a non-negative number")
+        _require(math.isfinite(self.ahead) and self.ahead >= 0, "fallback ahead must be a non-negative number")
         _require(_is_int(self.max_cooldown) and self.max_cooldown >= self.cooldown,
                  "fallback max_cooldown must be an integer >= cooldown")
 

@@ -48,9 +48,16 @@ class Routing:
     """Gate decisions of the MoE layer for n positions."""
 
     logits: torch.Tensor  # [n, 4] raw gate logits (head 1 = [:, :2], head 2 = [:, 2:])
-    moe_weights: torch.Tensor  # [n, 2] softmax of head 1
-    con_weights: torch.Tensor  # [n, 2] softmax of head 2
+    weights: torch.Tensor  # [n, 2, 2]: the softmax of head 1 (MoE), then of head 2 (contrastive)
     con_top: torch.Tensor  # [n] int64, expert with the larger head-2 logit
+
+    @property
+    def moe_weights(self) -> torch.Tensor:
+        return self.weights[..., 0, :]  # [n, 2]
+
+    @property
+    def con_weights(self) -> torch.Tensor:
+        return self.weights[..., 1, :]  # [n, 2]
 
 
 @dataclass
@@ -176,26 +183,31 @@ class MoEFFN(nn.Module):
         self.gate_up = nn.Linear(hidden, 2 * experts * inter + experts + 2, bias=False)
         self.down = nn.Parameter(torch.empty(experts, inter, hidden))  # [E, I, H]: expert e's x @ down[e]
         nn.init.uniform_(self.down, -inter ** -0.5, inter ** -0.5)  # nn.Linear's default for fan-in I
+        self.register_buffer("expert_ids", torch.arange(experts), persistent=False)  # [E]
+        self.register_buffer("moe_head", torch.tensor([[True], [False]]), persistent=False)  # [2 heads, 1]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Routing]:
-        """x: [.., n, H] -> (F_moe [.., n, H], F_con [.., n, H], experts [.., n, 2, H], routing)."""
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Routing]:
+        """x: [.., n, H] -> (branches [.., n, 2, H]: F_moe then F_con, experts [.., n, 2, H], routing).
+
+        Both heads' softmaxes, signs and sums run as one op each over a [.., n, 2 heads, 2 experts] table: a
+        drafter forward has few rows, so on a CPU each op's dispatch costs more than its arithmetic."""
         E, inter = self.num_experts, self.inter
         y = self.gate_up(x)  # [.., n, 2EI + E + 2]
         gate = y[..., : E * inter].unflatten(-1, (E, inter))  # [.., n, E, I]
         up = y[..., E * inter : 2 * E * inter].unflatten(-1, (E, inter))
         logits = y[..., 2 * E * inter :].float()  # [.., n, 4]
-        w = logits[..., :2].softmax(-1)  # [.., n, 2]
-        v = logits[..., 2:].softmax(-1)
+        weights = logits.unflatten(-1, (2, E)).softmax(-1)  # [.., n, 2, E]: w (MoE head), v (contrastive head)
         act = F.silu(gate) * up  # [.., n, E, I]
         if isinstance(self.down, nn.Module):  # quantized experts (core.quant): the same call
             outs = self.down(act)  # [.., n, E, H]
         else:
             outs = torch.einsum("...ei,eih->...eh", act, self.down)  # [.., n, E, H]
-        f_moe = (w.to(outs.dtype)[..., None] * outs).sum(-2)
-        top = v.argmax(-1)  # [.., n]
-        sign = torch.where(torch.arange(2, device=x.device) == top[..., None], 1.0, -1.0)  # [.., n, 2]
-        f_con = ((v * sign).to(outs.dtype)[..., None] * outs).sum(-2)
-        return f_moe, f_con, outs, Routing(logits=logits, moe_weights=w, con_weights=v, con_top=top)
+        top = weights[..., 1, :].argmax(-1)  # [.., n]
+        # the MoE head adds the experts; the contrastive one the top expert and minus the other
+        plus = (self.expert_ids == top[..., None, None]) | self.moe_head  # [.., n, 2, E]
+        coeffs = torch.where(plus, weights, -weights).to(outs.dtype)  # [.., n, 2, E]
+        branches = (coeffs[..., None] * outs[..., None, :, :]).sum(-2)  # [.., n, 2, H]
+        return branches, outs, Routing(logits=logits, weights=weights, con_top=top)
 
 
 class Block(nn.Module):
@@ -280,9 +292,11 @@ class Drafter(nn.Module):
         x = self.post_attention_layernorm(h)
         if not self.cfg.is_moe:
             return DrafterOutput(features=h + self.ffn(x), contrastive=None, expert_features=None, routing=None)
-        f_moe, f_con, outs, routing = self.ffn(x)
+        branches, outs, routing = self.ffn(x)
+        both = h[..., None, :] + branches  # [.., n, 2, H]
         experts = h[..., None, :] + outs if with_experts else None
-        return DrafterOutput(features=h + f_moe, contrastive=h + f_con, expert_features=experts, routing=routing)
+        return DrafterOutput(features=both[..., 0, :], contrastive=both[..., 1, :], expert_features=experts,
+                             routing=routing)
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """[.., H] -> [.., V'] draft log-probabilities over the draft vocabulary (float32)."""

@@ -116,19 +116,16 @@ class _Row:
     routing: torch.Tensor  # [4] (w0, w1, v0, v1); zeros for a dense drafter
 
 
-def _rows(out: DrafterOutput, picks: list[int]) -> list[_Row]:
-    rows = []
-    for i in picks:
-        routing = torch.zeros(4) if out.routing is None else torch.cat(
-            [out.routing.moe_weights[i], out.routing.con_weights[i]]
-        ).cpu()
-        rows.append(_Row(
-            features=out.features[i],
-            contrastive=None if out.contrastive is None else out.contrastive[i],
-            experts=None if out.expert_features is None else out.expert_features[i],
-            routing=routing,
-        ))
-    return rows
+def _rows(out: DrafterOutput, picks: slice) -> list[_Row]:
+    """The picked rows of one drafter forward, split with one call per output (not one per row: each tensor op
+    costs microseconds of dispatch on a CPU, and a forward's rows are few)."""
+    n = len(range(*picks.indices(out.features.shape[0])))
+    routing = (torch.zeros(n, 4) if out.routing is None else
+               out.routing.weights[picks].flatten(-2).cpu())  # [n, 4] (w0, w1, v0, v1)
+    features, contrastive, experts = (None if t is None else t[picks].unbind(0)
+                                      for t in (out.features, out.contrastive, out.expert_features))
+    return [_Row(features=features[i], contrastive=None if contrastive is None else contrastive[i],
+                 experts=None if experts is None else experts[i], routing=routing[i]) for i in range(n)]
 
 
 @dataclass
@@ -179,7 +176,7 @@ class FeatureProposer:
             self.drafter.target_features(features), self.embed(next_tokens), torch.arange(root_pos - m, root_pos),
             self.cache, with_experts=moe,
         )
-        cycle.fed[0] = _rows(out, [m - 1])[0]
+        cycle.fed[0] = _rows(out, slice(m - 1, m))[0]
         forwards = 1
         layers = [self._children(cycle, [0], torch.zeros(1), tree, contrastive=False)]
         cycle.add(layers[-1])
@@ -232,7 +229,7 @@ class FeatureProposer:
         device = parent_feats.device
         with_experts = self.drafter.cfg.is_moe
         out = self.drafter(parent_feats, self.embed(ids), positions, self.cache, mask.to(device), with_experts)
-        cycle.fed.update(zip(frontier, _rows(out, list(range(len(frontier))))))
+        cycle.fed.update(zip(frontier, _rows(out, slice(None))))
 
     def _children(
         self, cycle: _Cycle, frontier: list[int], frontier_scores: torch.Tensor, tree: TreeConfig, contrastive: bool

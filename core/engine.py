@@ -17,7 +17,7 @@ from core.config import EngineConfig, FallbackConfig, to_dict
 from core.drafting import Proposal, Proposer
 from core.kv import keep_accepted
 from core.lookup import LOOKUP_BRANCH, graft, look_up, next_run_length
-from core.policy import RECENT_CYCLES, FallbackState, can_judge, decide, recent, record_step
+from core.policy import RECENT_CYCLES, FallbackState, can_judge, decide, recent, record_plain_estimate, record_step
 from core.quant import weights_name
 from core.sizing import (LINE_SIZES, Calibration, CostModel, DraftStop, best_size, break_even, fit_cost,
                          measure_verify_cost, path_probs, prune_floor)
@@ -157,6 +157,9 @@ class SpecDecoder:
         timings = ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         kind = "spec" if proposal is not None else "plain"
         record_step(state.fallback, kind, len(new_tokens), sum(timings), cfg.fallback)
+        if kind == "spec" and cfg.fallback.plain_from_verify and self._cost is not None:
+            cost = self._cost  # a plain step at this context and speed: this verification scaled to one token
+            record_plain_estimate(state.fallback, timings[1] * cost.verify_ms(1) / cost.verify_ms(vtree.size))
         record = self._record(state, step, kind, emitted, len(result.accepted) - 1, timings, proposal, vtree, result,
                               cfg, detail)
         record.note = note

@@ -21,11 +21,15 @@ class FallbackState:
     plain_ms: float | None = None  # running mean of a plain step
     cooldown_left: int = 0
     failed_probes: int = 0  # windows in a row that did not pay: the next cooldown is cooldown x 2^this (capped)
+    total_tokens: int = 0  # emitted by every step of this generation, speculative or plain
+    total_ms: float = 0.0  # the time those steps took
     last_note: str = ""
 
 
 def record_step(state: FallbackState, kind: str, emitted: int, ms: float, cfg: FallbackConfig) -> None:
     """Mutates ``state`` with one finished step."""
+    state.total_tokens += emitted
+    state.total_ms += ms
     if kind == "spec":
         keep = max(cfg.window, RECENT_CYCLES)
         state.spec_tokens = (state.spec_tokens + [emitted])[-keep:]
@@ -33,6 +37,11 @@ def record_step(state: FallbackState, kind: str, emitted: int, ms: float, cfg: F
     elif kind == "plain":
         state.plain_ms = ms if state.plain_ms is None else 0.8 * state.plain_ms + 0.2 * ms
         state.cooldown_left = max(0, state.cooldown_left - 1)
+
+
+def record_plain_estimate(state: FallbackState, ms: float) -> None:
+    """Mutates ``state``: a plain step's time as estimated from a speculative cycle (running mean, as plain steps)."""
+    state.plain_ms = ms if state.plain_ms is None else 0.8 * state.plain_ms + 0.2 * ms
 
 
 def recent(state: FallbackState, cycles: int) -> tuple[int, float]:
@@ -46,6 +55,13 @@ def expected_speedup(state: FallbackState, cycles: int) -> float | None:
     if state.plain_ms is None or ms <= 0:
         return None
     return state.plain_ms * max(1, tokens) / ms
+
+
+def overall_speedup(state: FallbackState) -> float | None:
+    """Speed of the whole generation so far over plain decoding's; None before both are measured."""
+    if state.plain_ms is None or state.total_ms <= 0:
+        return None
+    return state.plain_ms * state.total_tokens / state.total_ms
 
 
 def optimistic_speedup(state: FallbackState, cycles: int, confidence: float) -> float | None:
@@ -80,6 +96,9 @@ def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
     if optimistic_speedup(state, cfg.window, cfg.confidence) >= cfg.margin:
         state.failed_probes = 0
         return "spec", ""
+    overall = overall_speedup(state)
+    if cfg.ahead > 0 and overall is not None and overall >= cfg.ahead:
+        return "spec", ""  # a slow patch in a generation well ahead of plain decoding: the user is not slower
     # A probe costs about judge_after cycles that do not pay; where speculation keeps failing (sampling at a high
     # temperature), probing as often as at first would make the drafter a net loss, so the wait doubles each time.
     state.cooldown_left = min(cfg.cooldown << state.failed_probes, cfg.max_cooldown)

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from core.bench import add_parser, build_methods, check_methods, load_prompts, run_bench, split_list
+from core.bench import (add_parser, apply_variants, build_methods, check_methods, load_prompts, run_bench, split_list,
+                        split_variant)
 from core.bench_report import to_markdown, write_plot
-from core.config import LOOKUP_TOKENS, EngineConfig, SamplingConfig
+from core.config import LOOKUP_TOKENS, EngineConfig, FallbackConfig, SamplingConfig
 from core.drafter import save_drafter
 from core.registry import random_drafter
 
@@ -171,16 +172,24 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
      (["jakiro@costcurve+costline"], "at most one of costcurve, costline"),
      (["jakiro@fallback+nofallback"], "at most one of fallback, nofallback"),
      (["jakiro@window0"], "fallback window must be an integer >= 1"), (["jakiro@window4+window8"], "at most one of window<N>"),
-     (["jakiro@z5+z10"], "at most one of z<N>")],
+     (["jakiro@z5+z10"], "at most one of z<N>"), (["jakiro@ahead12+ahead15"], "at most one of ahead<N>"),
+     (["jakiro@plainverify+plainmeasured"], "at most one of plainmeasured, plainverify")],
 )
 def test_bad_methods(methods, message):
     with pytest.raises(ValueError, match=message):
         check_methods(methods)
 
 
+def test_fallback_variants_set_the_policy_in_tenths():
+    fallback = apply_variants(EngineConfig(), split_variant("eagle@z15+ahead12+window8")[1], moe=False).fallback
+    assert (fallback.confidence, fallback.ahead, fallback.window) == (pytest.approx(1.5), pytest.approx(1.2), 8)
+    assert apply_variants(EngineConfig(), (), moe=False).fallback == FallbackConfig()
+    assert apply_variants(EngineConfig(), ("plainverify",), moe=False).fallback.plain_from_verify is True
+
+
 def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
     specs = ["eagle@fixed", "eagle@adaptive", "eagle@adaptive+nolayerstop", "eagle@adaptive+costcurve",
-             "eagle@adaptive+nofallback", "eagle@adaptive+nobackoff", "eagle@adaptive+window7", "eagle@adaptive+z15", "none"]
+             "eagle@adaptive+nofallback", "eagle@adaptive+nobackoff", "eagle@adaptive+window7", "none"]
     report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2],
                        EngineConfig(max_new_tokens=8), progress=False, warmup=False)
     methods = report["config"]["methods"]
@@ -190,8 +199,6 @@ def test_tree_size_variants_run_side_by_side(tiny_target, prompt_file):
     assert methods["eagle@adaptive+nofallback"]["engine"]["fallback"]["enabled"] is False
     assert methods["eagle@adaptive"]["engine"]["fallback"]["enabled"] is True
     assert methods["eagle@adaptive+window7"]["engine"]["fallback"]["window"] == 7
-    assert methods["eagle@adaptive+z15"]["engine"]["fallback"]["confidence"] == pytest.approx(1.5)
-    assert methods["eagle@adaptive"]["engine"]["fallback"]["confidence"] == 0.0
     backoff = methods["eagle@adaptive+nobackoff"]["engine"]["fallback"]
     assert backoff["max_cooldown"] == backoff["cooldown"] < methods["eagle@adaptive"]["engine"]["fallback"]["max_cooldown"]
     assert methods["eagle@fixed"]["engine"]["tree"]["adaptive"] is False

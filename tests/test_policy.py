@@ -6,8 +6,8 @@ import pytest
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.config import FallbackConfig
-from core.policy import (RECENT_CYCLES, FallbackState, decide, expected_speedup, optimistic_speedup, recent,
-                         record_step)
+from core.policy import (RECENT_CYCLES, FallbackState, decide, expected_speedup, optimistic_speedup,
+                         overall_speedup, recent, record_plain_estimate, record_step)
 from core.registry import attach, random_drafter
 from core.trace import summarize
 
@@ -89,6 +89,25 @@ def test_confidence_gives_bursty_cycles_the_benefit_of_the_doubt_but_not_steady_
         FallbackConfig(confidence=-1.0)
 
 
+def test_a_generation_well_ahead_rides_out_a_slow_window_until_its_lead_shrinks():
+    cfg = FallbackConfig(window=4, judge_after=4, cooldown=5, ahead=1.5)
+    state = FallbackState(plain_ms=40.0)
+    for _ in range(6):  # 3 tokens per 60 ms: 2x plain decoding
+        record_step(state, "spec", emitted=3, ms=60.0, cfg=cfg)
+    for _ in range(4):  # then a slow patch, 1 token per 60 ms
+        record_step(state, "spec", emitted=1, ms=60.0, cfg=cfg)
+    assert expected_speedup(state, 4) == pytest.approx(40.0 / 60.0)
+    assert overall_speedup(state) == pytest.approx(40.0 * 22 / 600)  # 1.47x: below the 1.5x lead asked for
+    assert decide(replace(state), replace(cfg, ahead=1.4))[0] == "spec"  # still 1.4x ahead: ride it out
+    assert decide(replace(state), replace(cfg, ahead=0.0))[0] == "plain"  # judged on the window alone
+    assert decide(state, cfg)[0] == "plain"  # the lead has shrunk below 1.5x: fall back
+    record_step(state, "plain", emitted=1, ms=40.0, cfg=cfg)
+    assert state.total_tokens == 23 and state.total_ms == 640.0  # plain steps count towards the generation too
+    assert overall_speedup(FallbackState()) is None
+    with pytest.raises(ValueError, match="ahead"):
+        FallbackConfig(ahead=float("nan"))
+
+
 def test_max_cooldown_below_cooldown_is_refused():
     with pytest.raises(ValueError, match="max_cooldown"):
         FallbackConfig(cooldown=12, max_cooldown=4)
@@ -119,3 +138,24 @@ def test_engine_falls_back_with_a_useless_drafter_and_stays_lossless(tiny_target
     assert kinds[:2] == ["spec", "spec"] and kinds[2:8] == ["plain"] * 6 and kinds[8] == "spec"
     assert "fallback" in steps[3]["note"]
     assert summarize(records).text_tokens == plain
+
+
+def test_plain_steps_priced_from_each_verification_need_no_timed_forwards(tiny_target):
+    proposer = attach(random_drafter(tiny_target, "dense", seed=2), tiny_target, "eagle")
+    tree = TreeConfig(top_k=8, depth=6, total_tokens=64, adaptive=True)
+    cfg = EngineConfig(max_new_tokens=40, tree=tree)
+    plain = summarize(SpecDecoder(tiny_target).generate("Hello there", cfg)).text_tokens
+    fallback = FallbackConfig(window=2, cooldown=6, margin=100.0, plain_from_verify=True)
+    decoder = SpecDecoder(tiny_target, proposer)
+    records = decoder.generate("Hello there", replace(cfg, fallback=fallback))
+    kinds = [r["kind"] for r in records if r["type"] == "step"][1:]
+    assert kinds[:2] == ["spec", "spec"] and kinds[2] == "plain"  # judged on the verifications' own estimate
+    assert decoder._plain_ms is None  # so no one-token forwards were timed for it
+    assert summarize(records).text_tokens == plain
+
+
+def test_a_plain_estimate_joins_the_running_mean():
+    state = FallbackState()
+    record_plain_estimate(state, 50.0)
+    record_plain_estimate(state, 40.0)
+    assert state.plain_ms == pytest.approx(48.0)

@@ -533,7 +533,8 @@ def test_checkpoints_in_the_separate_matrix_layout_load_and_compute_the_same(ffn
         if ffn == "dense":
             torch.testing.assert_close(drafter.ffn(x), expert[0])
         else:
-            f_moe, f_con, outs, routing = drafter.ffn(x)
+            branches, outs, routing = drafter.ffn(x)
+            f_moe, f_con = branches.unbind(-2)
             logits = F.linear(x, legacy["ffn.gate.weight"])
             w, v = logits[:, :2].softmax(-1), logits[:, 2:].softmax(-1)
             torch.testing.assert_close(routing.logits, logits)
