@@ -92,6 +92,8 @@ class Run:
     cycles: int  # target forwards after the prefill
     accept_hist: dict[int, int] | None = None  # accepted draft tokens per speculative cycle -> count
     drafter_forwards: int = 0
+    plain_steps: int = 0  # steps the fallback decoded plainly (a drafter's runs only)
+    fallbacks: tuple[dict[str, Any], ...] = ()  # each switch to plain decoding: the new tokens before it, and why
 
 
 class Method(Protocol):
@@ -313,6 +315,7 @@ class EngineMethod:
             wall_s=wall, draft_ms=summary.draft_ms_per_step * cycles, verify_ms=summary.verify_ms_per_step * cycles,
             cycles=cycles, accept_hist=summary.accept_length_hist,
             drafter_forwards=round(summary.drafter_forwards_per_step * summary.spec_steps),
+            **(fallback_switches(records) if self.decoder.proposer is not None else {}),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -492,6 +495,18 @@ def acceptance_stats(runs: list[Run]) -> dict[str, Any]:
     }
 
 
+def fallback_switches(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run fields from one drafter generation's records: its plain steps, and each switch to plain decoding (the
+    new tokens before it and the policy's reason), so that a run shows where its fallback fired."""
+    steps = [r for r in records if r.get("type") == "step" and r.get("kind") in ("spec", "plain")]
+    switches, before = [], 0
+    for record in steps:
+        if record["kind"] == "plain" and record.get("note", "").startswith("fallback: the last"):
+            switches.append({"after_tokens": before, "why": record["note"]})
+        before = record["new_tokens"]
+    return {"plain_steps": sum(r["kind"] == "plain" for r in steps), "fallbacks": tuple(switches)}
+
+
 def _prompt_entry(run: Run, base: Run | None, greedy: bool) -> dict[str, Any]:
     return {
         "new_tokens": len(run.tokens),
@@ -499,6 +514,8 @@ def _prompt_entry(run: Run, base: Run | None, greedy: bool) -> dict[str, Any]:
         "decode_s": run.decode_s,
         "wall_s": run.wall_s,
         "match": run.tokens == base.tokens if base is not None and greedy else None,
+        "plain_steps": run.plain_steps,
+        "fallbacks": list(run.fallbacks),
     }
 
 

@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import pytest
 
+from core.bench import fallback_switches
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.config import FallbackConfig
@@ -138,6 +139,11 @@ def test_engine_falls_back_with_a_useless_drafter_and_stays_lossless(tiny_target
     assert kinds[:2] == ["spec", "spec"] and kinds[2:8] == ["plain"] * 6 and kinds[8] == "spec"
     assert "fallback" in steps[3]["note"]
     assert summarize(records).text_tokens == plain
+    switches = fallback_switches(records)  # what the bench's per-prompt JSON reports
+    assert switches["plain_steps"] == kinds.count("plain") >= 6
+    assert switches["fallbacks"][0] == {"after_tokens": steps[2]["new_tokens"], "why": steps[3]["note"]}
+    assert len(switches["fallbacks"]) == sum(note.startswith("fallback: the last") for note in
+                                             (s.get("note", "") for s in steps))
 
 
 def test_plain_steps_priced_from_each_verification_need_no_timed_forwards(tiny_target):
