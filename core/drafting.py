@@ -119,11 +119,11 @@ class _Row:
 def _rows(out: DrafterOutput, picks: slice) -> list[_Row]:
     """The picked rows of one drafter forward, split with one call per output (not one per row: each tensor op
     costs microseconds of dispatch on a CPU, and a forward's rows are few)."""
-    n = len(range(*picks.indices(out.features.shape[0])))
-    routing = (torch.zeros(n, 4) if out.routing is None else
-               out.routing.weights[picks].flatten(-2).cpu())  # [n, 4] (w0, w1, v0, v1)
     features, contrastive, experts = (None if t is None else t[picks].unbind(0)
                                       for t in (out.features, out.contrastive, out.expert_features))
+    n = len(features)
+    routing = (torch.zeros(n, 4) if out.routing is None else
+               out.routing.weights[picks].flatten(-2).cpu())  # [n, 4] (w0, w1, v0, v1)
     return [_Row(features=features[i], contrastive=None if contrastive is None else contrastive[i],
                  experts=None if experts is None else experts[i], routing=routing[i]) for i in range(n)]
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from core.config import FallbackConfig
 
+SWITCH_NOTE = "fallback: the last"  # how the note of a step that switched to plain decoding starts
 RECENT_CYCLES = 4  # the cycles whose speed the adaptive tree's stopping rule reads (core.engine), whatever the window
 
 
@@ -105,5 +106,5 @@ def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
     state.failed_probes += 1
     judged = len(state.spec_ms)
     state.spec_tokens, state.spec_ms = [], []
-    return "plain", (f"fallback: the last {judged} cycles ran at {gain:.2f}x plain decoding "
+    return "plain", (f"{SWITCH_NOTE} {judged} cycles ran at {gain:.2f}x plain decoding "
                      f"(break-even {cfg.margin:.2f}x); decoding plainly for {state.cooldown_left} steps")

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from core.policy import SWITCH_NOTE
+
 SCHEMA = "jakiro-trace"
 SCHEMA_VERSION = 1
 MAX_TRACE_BYTES = 64 * 1024 * 1024
@@ -379,3 +381,14 @@ def _mean(values: Iterable[float]) -> float:
     values = list(values)
     return sum(values) / len(values) if values else 0.0
 
+
+def fallback_switches(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run fields from one drafter generation's records: its plain steps, and each switch to plain decoding (the
+    new tokens before it and the policy's reason), so that a run shows where its fallback fired."""
+    steps = [r for r in records if r.get("type") == "step" and r.get("kind") in ("spec", "plain")]
+    switches, before = [], 0
+    for record in steps:
+        if record["kind"] == "plain" and record.get("note", "").startswith(SWITCH_NOTE):
+            switches.append({"after_tokens": before, "why": record["note"]})
+        before = record["new_tokens"]
+    return {"plain_steps": sum(r["kind"] == "plain" for r in steps), "fallbacks": tuple(switches)}

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from core.bench import (add_parser, apply_variants, build_methods, check_methods, load_prompts, run_bench, split_list,
-                        split_variant)
+from core.bench import add_parser, build_methods, load_prompts, run_bench, split_list
+from core.variants import apply_variants, check_methods, split_variant
 from core.bench_report import to_markdown, write_plot
 from core.config import LOOKUP_TOKENS, EngineConfig, FallbackConfig, SamplingConfig
 from core.drafter import save_drafter

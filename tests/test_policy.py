@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import pytest
 
-from core.bench import fallback_switches
+from core.trace import fallback_switches
 from core.config import EngineConfig, TreeConfig
 from core.engine import SpecDecoder
 from core.config import FallbackConfig

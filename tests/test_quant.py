@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from core.bench import split_variant
+from core.variants import split_variant
 from core.config import EngineConfig, TreeConfig
 from core.drafter import save_drafter
 from core.engine import SpecDecoder
