@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
@@ -25,6 +26,8 @@ from core.target import PromptError, TargetModel
 from core.trace import EmittedToken, NodeRecord, StepRecord, header_record, node_source
 from core.tree import MOE_BRANCH, VerifyTree, assemble, keep_best, kept_subtree
 from core.verify import VerifyResult, sample_token, verify_tree
+
+_COSTS: weakref.WeakKeyDictionary[TargetModel, CostModel] = weakref.WeakKeyDictionary()  # measured once per target
 
 
 @dataclass
@@ -58,18 +61,22 @@ class _Draft:
 class SpecDecoder:
     """Speculative decoding of one target with one proposer (None = plain decoding)."""
 
-    def __init__(self, target: TargetModel, proposer: Proposer | None = None, name: str | None = None) -> None:
+    def __init__(self, target: TargetModel, proposer: Proposer | None = None, name: str | None = None,
+                 cost: CostModel | None = None) -> None:
         self.target = target
         self.proposer = proposer
         self._taps = proposer.feature_layers if proposer is not None else ()  # inner layers the drafter reads
         self.name = name or (proposer.name if proposer else "none")
         self._plain_ms: float | None = None  # measured once, the first time the fallback needs it
-        self._cost: CostModel | None = None  # measured once, the first time an adaptive tree needs it
+        self._cost = cost  # None: the target's, measured the first time a tree or the fallback needs it
 
     def verify_cost(self) -> CostModel:
-        """This machine's verification cost line (timed target forwards, once per decoder)."""
+        """This machine's verification cost (timed target forwards, once per target: every decoder of one target
+        sizes its trees and prices plain steps by the same measurement)."""
         if self._cost is None:
-            self._cost = fit_cost(measure_verify_cost(self.target), line_sizes=LINE_SIZES)
+            self._cost = _COSTS.get(self.target)
+        if self._cost is None:
+            self._cost = _COSTS[self.target] = fit_cost(measure_verify_cost(self.target), line_sizes=LINE_SIZES)
         return self._cost
 
     def generate(self, prompt: str | list[int], cfg: EngineConfig, detail: bool = True) -> list[dict[str, Any]]:
@@ -85,8 +92,8 @@ class SpecDecoder:
             raise PromptError(f"the prompt ({len(prompt_ids)} tokens) leaves no room in the context of {self.target.max_context}")
         if self.proposer is not None:
             self.proposer.check_tree(cfg.tree)
-            if cfg.tree.adaptive:
-                self.verify_cost()  # once per decoder, before any timed phase
+            if cfg.tree.adaptive or (cfg.fallback.enabled and cfg.fallback.plain_from_verify):
+                self.verify_cost()  # once per target, before any timed phase
         generator = torch.Generator().manual_seed(cfg.seed)
         yield self._header(prompt, prompt_ids, cfg)
         state, record = self._prefill(prompt_ids, cfg, generator)
@@ -157,9 +164,9 @@ class SpecDecoder:
         timings = ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         kind = "spec" if proposal is not None else "plain"
         record_step(state.fallback, kind, len(new_tokens), sum(timings), cfg.fallback)
-        if kind == "spec" and cfg.fallback.plain_from_verify and self._cost is not None:
-            cost = self._cost  # a plain step at this context and speed: this verification scaled to one token
-            record_plain_estimate(state.fallback, timings[1] * cost.verify_ms(1) / cost.verify_ms(vtree.size))
+        if kind == "spec" and cfg.fallback.enabled and cfg.fallback.plain_from_verify:
+            cost = self.verify_cost()  # a plain step at this context and speed: this cycle's verify + commit
+            record_plain_estimate(state.fallback, (timings[1] + timings[2]) * cost.verify_ms(1) / cost.verify_ms(vtree.size))
         record = self._record(state, step, kind, emitted, len(result.accepted) - 1, timings, proposal, vtree, result,
                               cfg, detail)
         record.note = note

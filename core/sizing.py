@@ -87,26 +87,29 @@ def measure_verify_cost(
 ) -> list[tuple[int, float]]:
     """(nodes, median ms) of target forwards over chains of ``nodes`` tokens after ``context`` tokens.
 
-    The work of a tree forward depends on its node count, not its shape, so a chain stands in for trees.
+    The work of a tree forward depends on its node count, not its shape, so a chain stands in for trees. The
+    sizes are timed in turn, round after round (the first round warms up), so that a slow spell of a shared
+    machine slows every size alike instead of one: the costs' ratios, which size the tree and price a plain step
+    (``FallbackConfig.plain_from_verify``), vary about three times less than when each size is timed in a block
+    (session 29, bfloat16: cost(1)/cost(6) 0.89 +- 0.03 against 0.83 +- 0.10 over 8 measurements).
     """
     vocab = target.vocab_size
     ids = torch.arange(context) * 7919 % vocab  # [context] arbitrary fixed tokens
     cache = target.new_cache()
     target.forward(ids, torch.arange(context), cache)
-    samples = []
-    for nodes in sizes:
-        times = []
-        for _ in range(repeats + 1):  # the first run of each size warms up
+    times: dict[int, list[float]] = {nodes: [] for nodes in sizes}
+    for round_ in range(repeats + 1):
+        for nodes in sizes:
             tokens = (torch.arange(nodes) * 104729 + 13) % vocab  # [nodes]
             mask = torch.ones(nodes, nodes, dtype=torch.bool).tril()
             t0 = time.perf_counter()
             target.forward(tokens, context + torch.arange(nodes), cache, mask if nodes > 1 else None)
             if target.device.type == "cuda":
                 torch.cuda.synchronize()
-            times.append((time.perf_counter() - t0) * 1e3)
+            if round_ > 0:
+                times[nodes].append((time.perf_counter() - t0) * 1e3)
             keep_accepted(cache, context, torch.zeros(0, dtype=torch.int64))
-        samples.append((nodes, sorted(times[1:])[len(times[1:]) // 2]))
-    return samples
+    return [(nodes, sorted(ms)[len(ms) // 2]) for nodes, ms in times.items()]
 
 
 @dataclass

@@ -94,12 +94,30 @@ def test_measured_cost_is_positive_for_each_size(tiny_target):
     assert [n for n, _ in samples] == [1, 4, 16] and all(ms > 0 for _, ms in samples)
 
 
+def test_the_sizes_are_timed_in_turn_round_after_round(tiny_target, monkeypatch):
+    calls, forward = [], tiny_target.forward
+
+    def counted(tokens, *args, **kwargs):
+        calls.append(len(tokens))
+        return forward(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_target, "forward", counted)
+    measure_verify_cost(tiny_target, sizes=(1, 4, 16), context=16, repeats=2)
+    assert calls == [16] + [1, 4, 16] * 3  # the context, a warm-up round, then two timed rounds
+
+
+def test_decoders_of_one_target_share_one_measured_cost(tiny_target):
+    first, second = SpecDecoder(tiny_target, OracleProposer(tiny_target)), SpecDecoder(tiny_target)
+    assert first.verify_cost() is second.verify_cost()
+    assert SpecDecoder(tiny_target, cost=CostModel(1.0, 0.0)).verify_cost() == CostModel(1.0, 0.0)
+
+
 @pytest.mark.parametrize("per_node_ms, nodes", [(0.0, 12), (1e6, 0)])
 def test_adaptive_trees_are_lossless_and_follow_the_cost(tiny_target, per_node_ms, nodes):
     prompt = "Tell me a story about a dragon."
     plain = summarize(SpecDecoder(tiny_target).generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30)))
-    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target))
-    decoder._cost = CostModel(fixed_ms=10.0, per_node_ms=per_node_ms)  # a machine where nodes are free / dear
+    cost = CostModel(fixed_ms=10.0, per_node_ms=per_node_ms)  # a machine where nodes are free / dear
+    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target), cost=cost)
     tree = TreeConfig(top_k=3, depth=4, total_tokens=12, adaptive=True)
     records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30, tree=tree))
     spec = summarize(records)
@@ -114,8 +132,7 @@ def test_adaptive_random_drafter_is_lossless(tiny_target):
     cfg = EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30)
     plain = summarize(SpecDecoder(tiny_target).generate(prompt, cfg)).text_tokens
     proposer = attach(random_drafter(tiny_target, "moe", seed=3), tiny_target, "moe")
-    decoder = SpecDecoder(tiny_target, proposer)
-    decoder._cost = CostModel(fixed_ms=10.0, per_node_ms=0.0)
+    decoder = SpecDecoder(tiny_target, proposer, cost=CostModel(fixed_ms=10.0, per_node_ms=0.0))
     tree = TreeConfig(top_k=4, depth=4, total_tokens=16, schedule="hybrid", adaptive=True)
     assert summarize(decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30, tree=tree))).text_tokens == plain
 
@@ -126,8 +143,7 @@ def test_prune_floor_and_early_stop(tiny_target):
     prompt = "Tell me a story about a dragon."
     plain = summarize(SpecDecoder(tiny_target).generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30)))
     proposer = attach(random_drafter(tiny_target, "moe", seed=3), tiny_target, "moe")
-    decoder = SpecDecoder(tiny_target, proposer)
-    decoder._cost = CostModel(fixed_ms=10.0, per_node_ms=1e6)  # no node ever pays here
+    decoder = SpecDecoder(tiny_target, proposer, cost=CostModel(fixed_ms=10.0, per_node_ms=1e6))  # no node pays
     tree = TreeConfig(top_k=3, depth=4, total_tokens=12, schedule="hybrid", adaptive=True)
     records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30, tree=tree))
     assert summarize(records).text_tokens == plain.text_tokens
@@ -172,8 +188,8 @@ def test_the_engine_prices_trees_by_the_curve_when_asked(tiny_target, curve, nod
     (here free nodes): a dear first extra token verifies none, a flat curve all; lossless either way."""
     prompt = "Tell me a story about a dragon."
     plain = summarize(SpecDecoder(tiny_target).generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30)))
-    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target))
-    decoder._cost = CostModel(fixed_ms=10.0, per_node_ms=0.0, curve=curve)
+    decoder = SpecDecoder(tiny_target, OracleProposer(tiny_target),
+                          cost=CostModel(fixed_ms=10.0, per_node_ms=0.0, curve=curve))
     tree = TreeConfig(top_k=3, depth=4, total_tokens=12, adaptive=True, cost_curve=True)
     records = decoder.generate(prompt, EngineConfig(fallback=NO_FALLBACK, max_new_tokens=30, tree=tree))
     assert summarize(records).text_tokens == plain.text_tokens
