@@ -94,7 +94,8 @@ def replay(trace: Trace, plain_ms: float, cfg: FallbackConfig) -> tuple[float, i
         else:
             c = bisect.bisect_right(trace.starts, pos) - 1
             emitted, step_ms = trace.starts[c] + trace.tokens[c] - pos, trace.ms[c]
-        record_step(state, kind, emitted, step_ms, cfg)
+        record_step(state, kind, emitted, step_ms, cfg, judged=not (kind == "spec" and pos == 0))  # as the engine:
+        # the first cycle carries the drafter's pass over the prompt
         pos += emitted
         ms += step_ms
     return ms, plain_steps

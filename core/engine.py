@@ -44,6 +44,8 @@ class _State:
     calibration: Calibration = field(default_factory=Calibration)  # adaptive tree size only
     prompt_ids: list[int] = field(default_factory=list)  # the context lookup searches, with ``generated``
     lookup_tokens: int = 0  # run length after a full n-gram match this cycle (grows while text is copied)
+    drafter_behind: bool = True  # the drafter has yet to read the prompt or steps decoded plainly (its next draft
+    # catches up on them; the fallback does not judge that cycle)
     propose_ms: float = 0.0  # drafting time (adaptive trees only) in this generation ...
     proposed_forwards: int = 0  # ... and the drafter forwards it made: the cost of one forward here
 
@@ -163,7 +165,9 @@ class SpecDecoder:
         # 4. Record: plain data, built outside the timed phases.
         timings = ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         kind = "spec" if proposal is not None else "plain"
-        record_step(state.fallback, kind, len(new_tokens), sum(timings), cfg.fallback)
+        catch_up = drafted and state.drafter_behind
+        state.drafter_behind = kind == "plain" or (state.drafter_behind and not drafted)
+        record_step(state.fallback, kind, len(new_tokens), sum(timings), cfg.fallback, judged=not catch_up)
         if kind == "spec" and cfg.fallback.enabled and cfg.fallback.plain_from_verify:
             cost = self.verify_cost()  # a plain step at this context and speed: this cycle's verify + commit
             record_plain_estimate(state.fallback, (timings[1] + timings[2]) * cost.verify_ms(1) / cost.verify_ms(vtree.size))

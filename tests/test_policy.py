@@ -74,13 +74,12 @@ def test_a_long_window_judges_after_judge_after_cycles_and_rides_out_a_short_slo
 
 
 def test_confidence_gives_bursty_cycles_the_benefit_of_the_doubt_but_not_steady_slow_ones():
-    bursty = FallbackState(plain_ms=40.0)
+    bursty, cfg = FallbackState(plain_ms=40.0), FallbackConfig(window=4, cooldown=5)
     for emitted in (1, 1, 1, 2):  # 5 tokens in 240 ms: 0.83x plain decoding, but one cycle accepted a token
-        record_step(bursty, "spec", emitted=emitted, ms=60.0, cfg=CFG)
+        record_step(bursty, "spec", emitted=emitted, ms=60.0, cfg=cfg)
     assert expected_speedup(bursty, 4) == pytest.approx(40.0 * 5 / 240)
     # mean 1.25 tokens, standard error 0.25: one standard error up is 1.5 tokens per cycle, 1.0x plain decoding
     assert optimistic_speedup(bursty, 4, confidence=1.0) == pytest.approx(1.0)
-    cfg = FallbackConfig(window=4, cooldown=5)
     assert decide(replace(bursty, spec_tokens=list(bursty.spec_tokens)), cfg)[0] == "plain"
     assert decide(bursty, replace(cfg, confidence=1.0))[0] == "spec"
     steady = FallbackState(plain_ms=40.0, spec_tokens=[1] * 4, spec_ms=[60.0] * 4)  # no spread: no doubt
@@ -114,6 +113,18 @@ def test_max_cooldown_below_cooldown_is_refused():
         FallbackConfig(cooldown=12, max_cooldown=4)
 
 
+def test_a_cycle_not_judged_counts_for_the_generation_and_the_tree_but_not_the_window():
+    state = FallbackState(plain_ms=40.0)
+    record_step(state, "spec", emitted=1, ms=200.0, cfg=CFG, judged=False)  # the drafter read a long prompt
+    assert (state.total_tokens, state.total_ms) == (1, 200.0)
+    assert recent(state, RECENT_CYCLES) == (1, 200.0)  # the stopping rule still has a speed to beat
+    assert expected_speedup(state, CFG.window) is None and decide(state, CFG)[0] == "spec"
+    for _ in range(CFG.window):
+        record_step(state, "spec", emitted=2, ms=60.0, cfg=CFG)
+    assert expected_speedup(state, CFG.window) == pytest.approx(40.0 * 2 / 60.0)  # judged on the others alone
+    assert decide(state, CFG)[0] == "spec"
+
+
 def test_good_cycles_keep_speculating():
     state = FallbackState(plain_ms=40.0)
     for _ in range(10):
@@ -136,12 +147,15 @@ def test_engine_falls_back_with_a_useless_drafter_and_stays_lossless(tiny_target
     records = SpecDecoder(tiny_target, proposer).generate("Hello there", replace(cfg, fallback=fallback))
     steps = [r for r in records if r["type"] == "step"]
     kinds = [r["kind"] for r in steps[1:]]
-    assert kinds[:2] == ["spec", "spec"] and kinds[2:8] == ["plain"] * 6 and kinds[8] == "spec"
-    assert "fallback" in steps[3]["note"]
+    # the first cycle (the drafter reads the prompt) is not judged: two judged cycles, then the switch
+    assert kinds[:3] == ["spec"] * 3 and kinds[3:9] == ["plain"] * 6 and kinds[9:12] == ["spec"] * 3
+    assert "fallback" in steps[4]["note"] and "2 cycles ran at" in steps[4]["note"]
     assert summarize(records).text_tokens == plain
     switches = fallback_switches(records)  # what the bench's per-prompt JSON reports
     assert switches["plain_steps"] == kinds.count("plain") >= 6
-    assert switches["fallbacks"][0] == {"after_tokens": steps[2]["new_tokens"], "why": steps[3]["note"]}
+    assert switches["fallbacks"][0] == {"after_tokens": steps[3]["new_tokens"], "why": steps[4]["note"]}
+    # the probe's first cycle catches up on the plain steps and is not judged either: two more, then plain again
+    assert kinds[12] == "plain" and "2 cycles ran at" in steps[13]["note"]
     assert len(switches["fallbacks"]) == sum(note.startswith("fallback: the last") for note in
                                              (s.get("note", "") for s in steps))
 
@@ -155,7 +169,7 @@ def test_plain_steps_priced_from_each_verification_need_no_timed_forwards(tiny_t
     decoder = SpecDecoder(tiny_target, proposer)
     records = decoder.generate("Hello there", replace(cfg, fallback=fallback))
     kinds = [r["kind"] for r in records if r["type"] == "step"][1:]
-    assert kinds[:2] == ["spec", "spec"] and kinds[2] == "plain"  # judged on the verifications' own estimate
+    assert kinds[:3] == ["spec"] * 3 and kinds[3] == "plain"  # judged on the verifications' own estimate
     assert decoder._plain_ms is None  # so no one-token forwards were timed for it
     assert summarize(records).text_tokens == plain
 
