@@ -136,8 +136,9 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                     fallback = gr.Checkbox(value=DEFAULTS.fallback, elem_id="fallback",
                                            label="Fall back to plain decoding while speculation does not pay",
                                            info="After every few cycles the drafters compare their measured "
-                                                "speed with a plain step here; the steps they decode plainly say "
-                                                "why in the step inspector.")
+                                                "speed with a plain step's, priced from their own verifications "
+                                                "at this context; the steps they decode plainly say why in the "
+                                                "step inspector.")
                     dtype = gr.Dropdown(dtypes, value=dtypes[0], label="dtype (target and drafters)",
                                         interactive=len(dtypes) > 1, elem_id="dtype", info=_dtype_info(engines))
                     seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=0, label="Seed (sampling)")

@@ -170,7 +170,8 @@ class SpecDecoder:
         record_step(state.fallback, kind, len(new_tokens), sum(timings), cfg.fallback, judged=not catch_up)
         if kind == "spec" and cfg.fallback.enabled and cfg.fallback.plain_from_verify:
             cost = self.verify_cost()  # a plain step at this context and speed: this cycle's verify + commit
-            record_plain_estimate(state.fallback, (timings[1] + timings[2]) * cost.verify_ms(1) / cost.verify_ms(vtree.size))
+            one_token = cost.verify_ms(1) / cost.verify_ms(vtree.size)
+            record_plain_estimate(state.fallback, (timings[1] + timings[2]) * one_token)
         record = self._record(state, step, kind, emitted, len(result.accepted) - 1, timings, proposal, vtree, result,
                               cfg, detail)
         record.note = note
