@@ -24,15 +24,16 @@ VARIANTS = (TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS 
             + FALLBACK_VARIANTS + BACKOFF_VARIANTS + PLAIN_VARIANTS)
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
 # curve<N>: shorter matches look up lookup x (n / ngram)^N tokens; topk<N>, depth<N>, total<N>: the tree's shape
-SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total|window|z|ahead)(\d{1,3})")
+SIZED_VARIANT = re.compile(r"(lookupmax|lookup|runs|curve|topk|depth|total|window|z|ahead|margin)(\d{1,3})")
 LOOKUP_FIELDS = {"lookupmax": "lookup_max", "runs": "lookup_runs", "curve": "lookup_curve"}  # these turn lookup on
 SHAPE_FIELDS = {"topk": "top_k", "depth": "depth", "total": "total_tokens"}
 SIZED_FIELDS = {"lookup": "lookup", **LOOKUP_FIELDS, **SHAPE_FIELDS}
 # window<N>: the fallback judges the last N cycles; z<N>: it falls back only when N/10 standard errors more tokens
 # per cycle would still not pay (FallbackConfig.confidence); ahead<N>: not while the generation so far runs at
-# N/10 times plain decoding's speed or more (FallbackConfig.ahead)
+# N/10 times plain decoding's speed or more (FallbackConfig.ahead); margin<N>: break-even at N/100 times plain
+# decoding's speed (FallbackConfig.margin: margin90 = 0.9)
 FALLBACK_FIELDS = {"window": ("window", int), "z": ("confidence", lambda n: int(n) / 10),
-                   "ahead": ("ahead", lambda n: int(n) / 10)}
+                   "ahead": ("ahead", lambda n: int(n) / 10), "margin": ("margin", lambda n: int(n) / 100)}
 VARIANT_HELP = ", ".join(VARIANTS) + ", " + ", ".join(f"{name}<N>" for name in {**SIZED_FIELDS, **FALLBACK_FIELDS})
 HF_METHODS = {"hf-generate": {}, "hf-prompt-lookup": {"prompt_lookup_num_tokens": 10}}
 DEFAULT_METHODS = "jakiro,eagle,none,hf-generate,hf-prompt-lookup"
@@ -80,7 +81,7 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
               LOOKUP_VARIANTS + ("lookup<N>",),
               ("lookupmax<N>",),
               ("runs<N>",), ("curve<N>",), ("topk<N>",), ("depth<N>",), ("total<N>",), ("window<N>",), ("z<N>",),
-              ("ahead<N>",)]
+              ("ahead<N>",), ("margin<N>",)]
     kinds = [f"{m[1]}<N>" if (m := SIZED_VARIANT.fullmatch(v)) else v for v in variants]  # lookup24 -> lookup<N>
     for group in groups:
         chosen = [v for v, kind in zip(variants, kinds) if kind in group]
@@ -90,8 +91,8 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
 
 
 def fallback_field(sized: re.Match) -> dict[str, int | float]:
-    """A matched ``window<N>``, ``z<N>`` or ``ahead<N>`` -> the FallbackConfig field it sets: ``{"confidence": 1.0}``
-    for z10."""
+    """A matched ``window<N>``, ``z<N>``, ``ahead<N>`` or ``margin<N>`` -> the FallbackConfig field it sets:
+    ``{"confidence": 1.0}`` for z10, ``{"margin": 0.9}`` for margin90."""
     field, value = FALLBACK_FIELDS[sized[1]]
     return {field: value(sized[2])}
 

@@ -173,6 +173,7 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
      (["jakiro@fallback+nofallback"], "at most one of fallback, nofallback"),
      (["jakiro@window0"], "fallback window must be an integer >= 1"), (["jakiro@window4+window8"], "at most one of window<N>"),
      (["jakiro@z5+z10"], "at most one of z<N>"), (["jakiro@ahead12+ahead15"], "at most one of ahead<N>"),
+     (["jakiro@margin0"], "fallback margin must be a positive number"),
      (["jakiro@plainverify+plainmeasured"], "at most one of plainmeasured, plainverify")],
 )
 def test_bad_methods(methods, message):
@@ -181,8 +182,10 @@ def test_bad_methods(methods, message):
 
 
 def test_fallback_variants_set_the_policy_in_tenths():
-    fallback = apply_variants(EngineConfig(), split_variant("eagle@z15+ahead12+window8")[1], moe=False).fallback
+    variants = split_variant("eagle@z15+ahead12+window8+margin90")[1]
+    fallback = apply_variants(EngineConfig(), variants, moe=False).fallback
     assert (fallback.confidence, fallback.ahead, fallback.window) == (pytest.approx(1.5), pytest.approx(1.2), 8)
+    assert fallback.margin == pytest.approx(0.9)
     assert apply_variants(EngineConfig(), (), moe=False).fallback == FallbackConfig()
     assert apply_variants(EngineConfig(), ("plainverify",), moe=False).fallback.plain_from_verify is True
 
