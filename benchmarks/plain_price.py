@@ -41,8 +41,8 @@ def step_ms(record: dict) -> float:
 
 def verify_price(record: dict, method: EngineMethod) -> float:
     """The default price (core.engine): this cycle's verify + commit time scaled to one token."""
-    cost = method.decoder.verify_cost()
-    return (record["verify_ms"] + record["commit_ms"]) * cost.verify_ms(1) / cost.verify_ms(record["tree_nodes"] + 1)
+    cycle_ms = record["verify_ms"] + record["commit_ms"]
+    return method.decoder.verify_cost().plain_step_ms(cycle_ms, record["tree_nodes"] + 1)
 
 
 def cost_spread(target: TargetModel, rounds: int) -> str:

@@ -76,9 +76,9 @@ class SpecDecoder:
         """This machine's verification cost (timed target forwards, once per target: every decoder of one target
         sizes its trees and prices plain steps by the same measurement)."""
         if self._cost is None:
-            self._cost = _COSTS.get(self.target)
-        if self._cost is None:
-            self._cost = _COSTS[self.target] = fit_cost(measure_verify_cost(self.target), line_sizes=LINE_SIZES)
+            if self.target not in _COSTS:
+                _COSTS[self.target] = fit_cost(measure_verify_cost(self.target), line_sizes=LINE_SIZES)
+            self._cost = _COSTS[self.target]
         return self._cost
 
     def generate(self, prompt: str | list[int], cfg: EngineConfig, detail: bool = True) -> list[dict[str, Any]]:
@@ -169,9 +169,8 @@ class SpecDecoder:
         state.drafter_behind = kind == "plain" or (state.drafter_behind and not drafted)
         record_step(state.fallback, kind, len(new_tokens), sum(timings), cfg.fallback, judged=not catch_up)
         if kind == "spec" and cfg.fallback.enabled and cfg.fallback.plain_from_verify:
-            cost = self.verify_cost()  # a plain step at this context and speed: this cycle's verify + commit
-            one_token = cost.verify_ms(1) / cost.verify_ms(vtree.size)
-            record_plain_estimate(state.fallback, (timings[1] + timings[2]) * one_token)
+            implied = self.verify_cost().plain_step_ms(timings[1] + timings[2], vtree.size)  # this verify + commit
+            record_plain_estimate(state.fallback, implied)
         record = self._record(state, step, kind, emitted, len(result.accepted) - 1, timings, proposal, vtree, result,
                               cfg, detail)
         record.note = note

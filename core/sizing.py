@@ -53,6 +53,11 @@ class CostModel:
         above = ys[-1] + self.per_node_ms * (n - xs[-1])
         return torch.where(n < xs[0], below, torch.where(n > xs[-1], above, inside))
 
+    def plain_step_ms(self, cycle_ms: float, nodes: int) -> float:
+        """A plain step's time implied by a verification of ``nodes`` tokens that took ``cycle_ms``: scaled by the
+        measured cost of one token against ``nodes`` (follows the context's length and the machine's speed)."""
+        return cycle_ms * self.verify_ms(1) / self.verify_ms(nodes)
+
     def linear(self) -> CostModel:
         """The least-squares line alone."""
         return CostModel(self.fixed_ms, self.per_node_ms)

@@ -89,6 +89,12 @@ def test_keep_best_is_ancestor_closed(tiny_target):
         assert all(float(tree.scores[i]) <= worst_kept for i in dropped) if n else True
 
 
+def test_a_verification_implies_a_plain_steps_time():
+    cost = CostModel(fixed_ms=40.0, per_node_ms=2.0)  # 1 token 40 ms, 6 tokens 50 ms
+    assert cost.plain_step_ms(60.0, 6) == pytest.approx(48.0)  # a slow moment: this verification took 60, not 50
+    assert cost.plain_step_ms(45.0, 1) == pytest.approx(45.0)
+
+
 def test_measured_cost_is_positive_for_each_size(tiny_target):
     samples = measure_verify_cost(tiny_target, sizes=(1, 4, 16), context=16, repeats=1)
     assert [n for n, _ in samples] == [1, 4, 16] and all(ms > 0 for _, ms in samples)
