@@ -4,7 +4,8 @@ Methods are our engine with a drafter (``jakiro``, ``eagle``, a saved drafter fo
 decoding (``none``, the baseline), and the peers a user would otherwise reach for on the same
 target: transformers' own ``generate`` (``hf-generate``) and its prompt-lookup decoding
 (``hf-prompt-lookup``). After one warm-up generation per method (not counted), each prompt is
-run by every method in turn, so drift in the machine's speed hits all methods alike.
+run by every method in turn, so drift in the machine's speed hits all methods alike; the order rotates by one
+method each prompt. ``core.bench_stats`` adds bootstrap intervals over the prompts to every ratio.
 
 Vocabulary (the markdown report repeats it):
   tau          new tokens / target forwards, the prefill and the bonus token included (plain = 1.00)
@@ -12,6 +13,7 @@ Vocabulary (the markdown report repeats it):
                included, record building excluded; hf-*: the whole ``generate`` call
   speedup      tokens_per_s / tokens_per_s of ``none`` over the same prompts
   match_rate   fraction of prompts whose token ids equal ``none``'s exactly (greedy only)
+  intervals    the middle 95% of each speedup, tau and method-over-method ratio over redraws of the prompts
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from typing import Any, Protocol, Sequence
 import torch
 from tqdm import tqdm
 
+from core.bench_stats import intervals, to_json
 from core.config import EngineConfig, to_dict
 from core.engine import SpecDecoder
 from core.hardware import native_bf16
@@ -257,6 +260,14 @@ def _synchronizer(device: torch.device):
 # --- the run ------------------------------------------------------------------------------------
 
 
+def run_order(methods: int, prompt_index: int) -> list[int]:
+    """The order the methods run on one prompt: rotated by one each prompt, so none always runs first or always
+    follows the same method (what a method leaves in the caches, or a slow spell that starts mid-prompt, then falls
+    on every method alike over the run)."""
+    shift = prompt_index % methods
+    return list(range(shift, methods)) + list(range(shift))
+
+
 def run_bench(
     target: TargetModel,
     methods: Sequence[str],
@@ -267,7 +278,7 @@ def run_bench(
     warmup: bool = True,
 ) -> dict[str, Any]:
     """Run every method on every prompt (prompt-major) and return the report:
-    ``{"machine", "config", "results", "per_category", "per_prompt"}``."""
+    ``{"machine", "config", "results", "per_category", "per_prompt", "intervals"}`` (``core.bench_stats``)."""
     if not prompts:
         raise ValueError("no prompts to benchmark")
     runners = build_methods(methods, target, cfg, moe_cfg)
@@ -278,15 +289,15 @@ def run_bench(
     runs: dict[str, list[Run]] = {m.name: [] for m in runners}
     with tqdm(total=len(prompts) * len(runners), desc="bench", unit="gen", disable=not progress,
               file=sys.stderr, dynamic_ncols=True) as bar:
-        for prompt, ids in zip(prompts, prompt_ids):
-            for m in runners:
+        for k, (prompt, ids) in enumerate(zip(prompts, prompt_ids)):
+            for m in (runners[i] for i in run_order(len(runners), k)):
                 bar.set_postfix_str(f"{prompt.category} #{prompt.question_id} {m.name}", refresh=False)
                 runs[m.name].append(m.run(ids, m.cfg))
                 bar.update()
     config = {
         "methods": {m.name: m.describe() for m in runners}, "engine": to_dict(cfg),
         "engine_moe": to_dict(moe_cfg or cfg), "greedy": cfg.sampling.greedy,
-        "warmup_tokens": WARMUP_TOKENS if warmup else 0,
+        "warmup_tokens": WARMUP_TOKENS if warmup else 0, "order": "rotated by one method each prompt",
         "prompts": len(prompts), "categories": dict(Counter(p.category for p in prompts)), "baseline": BASELINE,
     }
     return make_report(prompts, runs, cfg.sampling.greedy, machine_info(target), config)
@@ -312,6 +323,7 @@ def make_report(
         "per_category": {c: {name: aggregate(r, baseline, idx, greedy) for name, r in runs.items()}
                          for c, idx in by_category.items()},
         "per_prompt": per_prompt,
+        "intervals": to_json(intervals({"per_prompt": per_prompt}, BASELINE)) if per_prompt else None,
     }
 
 

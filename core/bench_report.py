@@ -18,6 +18,9 @@ Definitions:
 - **match**: fraction of prompts whose generated token ids equal `none`'s exactly (greedy decoding only). Below 1.00
   with a lossless method means numerical near-ties (e.g. bfloat16 tree vs. single-token forwards), not a wrong draft.
 - **draft / verify ms**: mean milliseconds per decoding step after the prefill (our engine only).
+- **interval**: the middle 95% of the ratio over 2,000 redraws of the prompts (with replacement, within each
+  category). It covers which prompts were drawn, not a whole run's drift on a shared machine: overlapping
+  intervals are not different, and separate ones still want a second run.
 """
 
 COLUMNS = [
@@ -55,6 +58,24 @@ def category_table(per_category: dict[str, dict[str, dict[str, Any]]], key: str,
     return table(["category", "prompts"] + [f"`{m}`" for m in methods], rows)
 
 
+def _span(bounds: list[float], pattern: str) -> str:
+    return f"{fmt(bounds[0], pattern)} - {fmt(bounds[1], pattern)}"
+
+
+def interval_tables(stats: dict[str, Any]) -> str:
+    """Speedup and tau of each method with their bootstrap intervals, then every pair of methods against each other
+    (``core.bench_stats.to_json``'s layout)."""
+    methods = list(dict.fromkeys([*stats["speedup"], *stats["tau"]]))
+    rows = [[f"`{m}`", _span(stats["speedup"][m], "{:.2f}x") if m in stats["speedup"] else "-",
+             _span(stats["tau"][m], "{:.2f}") if m in stats["tau"] else "-"] for m in methods]
+    parts = [table(["method", "speedup interval", "tau interval"], rows)]
+    if stats["paired"]:
+        pairs = [[f"`{p['a']}` / `{p['b']}`", f"{p['ratio']:.3f}", _span(p["interval"], "{:.3f}")]
+                 for p in stats["paired"]]
+        parts.append(table(["tokens/s of A / B", "ratio", "interval"], pairs))
+    return "\n\n".join(parts)
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: machine, command, overall table, per-category tables, definitions."""
     machine, config = report["machine"], report["config"]
@@ -77,6 +98,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     if config.get("command"):
         lines.append(f"- command: `{config['command']}`")
     lines += ["", "## Overall", "", method_table(report["results"]), ""]
+    if report.get("intervals"):
+        lines += ["## How sure", "", interval_tables(report["intervals"]), ""]
     per_category = report["per_category"]
     for key, title, pattern in CATEGORY_TABLES:
         lines += [f"## {title} by category", "", category_table(per_category, key, pattern), ""]
