@@ -131,3 +131,21 @@ def test_intervals_script_reads_saved_reports(report, tmp_path, capsys):
     (tmp_path / "bad.json").write_text('{"results": {}}')
     assert script.main([str(tmp_path / "bad.json")]) == 2
     assert "not a benchmark report" in capsys.readouterr().err
+
+
+def test_sampled_runs_do_not_depend_on_the_order_methods_run_in(tiny_target, tmp_path):
+    """Each generation seeds its own sampling, so rotating the order (or listing the methods otherwise) changes
+    no method's tokens: the same target forwards per prompt either way, at temperature 1."""
+    from core.config import SamplingConfig
+
+    (tmp_path / "p.jsonl").write_text('{"prompt": "Once upon a time"}\n{"prompt": "Name a fruit."}\n'
+                                      '{"prompt": "Count to five."}\n')
+    save_drafter(random_drafter(tiny_target, "moe"), tmp_path / "moe")
+    cfg = EngineConfig(max_new_tokens=10, sampling=SamplingConfig(temperature=1.0))
+    methods = ["none", str(tmp_path / "moe"), "hf-generate"]
+    runs = [run_bench(tiny_target, order, load_prompts(tmp_path / "p.jsonl"), cfg, progress=False, warmup=False)
+            for order in (methods, methods[::-1])]
+    for method in ("moe", "none", "hf-generate"):
+        per_prompt = [[(p["methods"][method]["new_tokens"], p["methods"][method]["target_forwards"])
+                       for p in r["per_prompt"]] for r in runs]
+        assert per_prompt[0] == per_prompt[1], method
