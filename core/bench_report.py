@@ -1,6 +1,6 @@
 """Benchmark reports as Markdown tables and a Plotly chart; pure functions of ``run_bench``'s report.
 
-Plotly is imported inside ``write_plot`` only, so the engine never loads it.
+Plotly is imported inside ``bench_figure`` only, so the engine never loads it.
 """
 from __future__ import annotations
 
@@ -108,7 +108,13 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 def write_plot(report: dict[str, Any], path: str | Path, include_plotlyjs: bool | str = True) -> None:
-    """Grouped bars of tokens/s and speedup per method, per category and overall, as a standalone HTML file."""
+    """``bench_figure`` as a standalone HTML file."""
+    bench_figure(report).write_html(str(path), include_plotlyjs=include_plotlyjs)
+
+
+def bench_figure(report: dict[str, Any]):
+    """Grouped bars of tokens/s and speedup per method, per category and overall; the speedups carry their bootstrap
+    intervals as error bars when the report has them."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -116,19 +122,26 @@ def write_plot(report: dict[str, Any], path: str | Path, include_plotlyjs: bool 
     categories = list(groups)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("tokens/s", "speedup over none"))
+    stats = report.get("intervals") or {}
+    spans = {**stats.get("speedup_by_category", {}), "overall": stats.get("speedup", {})}  # category: method: [lo, hi]
     for i, method in enumerate(report["results"]):
         color = _PALETTE[i % len(_PALETTE)]
         for row, key in ((1, "tokens_per_s"), (2, "speedup")):
+            values = [groups[c][method][key] for c in categories]
+            bounds = [spans.get(c, {}).get(method) for c in categories] if key == "speedup" else [None]
+            error = None if all(b is None for b in bounds) else dict(  # 95% of the prompts' redraws
+                type="data", symmetric=False, color="#444", thickness=1.2, width=3,
+                array=[None if b is None else b[1] - v for b, v in zip(bounds, values)],
+                arrayminus=[None if b is None else v - b[0] for b, v in zip(bounds, values)])
             fig.add_trace(go.Bar(
-                x=categories, y=[groups[c][method][key] for c in categories], name=method, legendgroup=method,
-                showlegend=row == 1, marker_color=color,
-                hovertemplate=f"{method}<br>%{{x}}: %{{y:.2f}}<extra></extra>",
+                x=categories, y=values, name=method, legendgroup=method, showlegend=row == 1, marker_color=color,
+                error_y=error, hovertemplate=f"{method}<br>%{{x}}: %{{y:.2f}}<extra></extra>",
             ), row=row, col=1)
     fig.add_hline(y=1.0, line_dash="dot", line_color="gray", row=2, col=1)
     machine = report["machine"]
     fig.update_layout(barmode="group", height=700, template="plotly_white",
                       title=f"{machine['target']} ({machine['dtype']}, {machine['device']}) — {machine['date']}")
-    fig.write_html(str(path), include_plotlyjs=include_plotlyjs)
+    return fig
 
 
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]

@@ -71,14 +71,15 @@ def intervals(report: dict[str, Any], baseline: str = "none", draws: int = DRAWS
     """Bootstrap intervals of a ``run_bench`` report (its ``per_prompt`` rows):
 
     ``{"level", "draws", "speedup": {method: Interval}, "tau": {method: Interval},
-    "paired": [(method_a, method_b, Interval of tokens/s A over B)]}``. Speedups are over ``baseline`` (absent
+    "paired": [(method_a, method_b, Interval of tokens/s A over B)], "speedup_by_category": {category: {method:
+    Interval}}}``. Speedups are over ``baseline`` (absent
     when it did not run); tau is given for the other methods whose target forwards were counted; ``paired`` holds
     every pair of the other methods, in the report's order."""
     per_prompt = report["per_prompt"]
     if not per_prompt:
         raise ValueError("the report has no per-prompt rows to redraw")
     methods = list(per_prompt[0]["methods"])
-    weights = bootstrap_weights([p["category"] for p in per_prompt], draws, seed)
+    weights = bootstrap_weights([p["category"] for p in per_prompt], draws, seed)  # [D, P]
     tokens = {m: _column(per_prompt, m, "new_tokens") for m in methods}
     seconds = {m: _column(per_prompt, m, "decode_s") for m in methods}
     ones = np.ones(len(per_prompt))
@@ -89,10 +90,19 @@ def intervals(report: dict[str, Any], baseline: str = "none", draws: int = DRAWS
         forwards = _column(per_prompt, m, "target_forwards")
         if m != baseline and forwards is not None and forwards.sum() > 0:
             tau[m] = ratio_interval(tokens[m], forwards, ones, ones, weights, level)
+    categories = [p["category"] for p in per_prompt]
+    per_category = {}  # each category's columns of the stratified redraws are a redraw of that category alone
+    for category in dict.fromkeys(categories):
+        cols = np.array([c == category for c in categories])
+        per_category[category] = {
+            m: ratio_interval(tokens[m][cols], seconds[m][cols], tokens[baseline][cols], seconds[baseline][cols],
+                              weights[:, cols], level)
+            for m in speedup}
     others = [m for m in methods if m != baseline]
     paired = [(a, b, ratio_interval(tokens[a], seconds[a], tokens[b], seconds[b], weights, level))
               for a, b in itertools.combinations(others, 2)]
-    return {"level": level, "draws": draws, "speedup": speedup, "tau": tau, "paired": paired}
+    return {"level": level, "draws": draws, "speedup": speedup, "tau": tau, "paired": paired,
+            "speedup_by_category": per_category}
 
 
 def to_json(stats: dict[str, Any]) -> dict[str, Any]:
@@ -102,4 +112,6 @@ def to_json(stats: dict[str, Any]) -> dict[str, Any]:
         "speedup": {m: i.to_list() for m, i in stats["speedup"].items()},
         "tau": {m: i.to_list() for m, i in stats["tau"].items()},
         "paired": [{"a": a, "b": b, "ratio": i.value, "interval": i.to_list()} for a, b, i in stats["paired"]],
+        "speedup_by_category": {c: {m: i.to_list() for m, i in by_method.items()}
+                                for c, by_method in stats["speedup_by_category"].items()},
     }

@@ -82,6 +82,12 @@ def test_intervals_agree_with_the_report_and_pair_every_method(report):
         assert interval.low <= interval.value <= interval.high
     for method, interval in stats["tau"].items():
         assert interval.value == pytest.approx(results[method]["tau"])
+    assert list(stats["speedup_by_category"]) == ["a", "b"]
+    for category, by_method in stats["speedup_by_category"].items():
+        for method, interval in by_method.items():
+            assert interval.value == pytest.approx(report["per_category"][category][method]["speedup"])
+            assert interval.low <= interval.value <= interval.high
+    assert stats["speedup_by_category"]["b"]["hf-generate"].low == stats["speedup_by_category"]["b"]["hf-generate"].high
     others = [m for m in results if m != "none"]
     assert [(a, b) for a, b, _ in stats["paired"]] == [(a, b) for i, a in enumerate(others) for b in others[i + 1:]]
     assert report["intervals"] == to_json(stats)  # run_bench stores them with the report
@@ -149,3 +155,22 @@ def test_sampled_runs_do_not_depend_on_the_order_methods_run_in(tiny_target, tmp
         per_prompt = [[(p["methods"][method]["new_tokens"], p["methods"][method]["target_forwards"])
                        for p in r["per_prompt"]] for r in runs]
         assert per_prompt[0] == per_prompt[1], method
+
+
+def test_plot_draws_the_overall_speedup_interval(report):
+    from core.bench_report import bench_figure
+
+    bars = {t.name: t for t in bench_figure(report).data if t.yaxis == "y2"}  # the speedup row
+    low, high = report["intervals"]["speedup"]["tiny-moe"]
+    speedup = report["results"]["tiny-moe"]["speedup"]
+    error = bars["tiny-moe"].error_y
+    assert list(bars["tiny-moe"].x)[-1] == "overall" and bars["tiny-moe"].y[-1] == pytest.approx(speedup)
+    assert error.array[-1] == pytest.approx(high - speedup) and error.arrayminus[-1] == pytest.approx(speedup - low)
+    by_category = report["intervals"]["speedup_by_category"]
+    for k, category in enumerate(list(bars["tiny-moe"].x)[:-1]):
+        low, high = by_category[category]["tiny-moe"]
+        value = report["per_category"][category]["tiny-moe"]["speedup"]
+        assert error.array[k] == pytest.approx(high - value) and error.arrayminus[k] == pytest.approx(value - low)
+    assert bars["none"].error_y.array is None  # the baseline has none
+    plain = bench_figure({**report, "intervals": None}).data
+    assert all(t.error_y.array is None for t in plain)
