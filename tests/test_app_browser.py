@@ -59,15 +59,20 @@ def set_slider(page, elem_id: str, value: str, attempts: int = 10) -> None:
     raise AssertionError(f"{elem_id} did not take the value {value}")
 
 
-# Set window.sawAllStreaming once the page shows all three boxes holding tokens while the status still says
-# Running: watched on every DOM change, so a fast generation cannot slip between two polls.
+# Set window.sawAllStreaming once the page shows all three boxes holding tokens, and every method's counters at
+# least 3 target forwards (the prefill and two steps: a Stop now leaves a step slider that reaches past 1, where
+# after the prefill alone it rightly stops at 1), while the status still says Running: watched on every DOM
+# change, so a fast generation cannot slip between two polls (and a slow, loaded machine cannot be stopped early).
 STREAM_WATCH = """() => {
     window.sawAllStreaming = false;
     const check = () => {
         const running = document.querySelector('#status').innerText.includes('Running');
         const all = ['#tokens-a', '#tokens-b', '#tokens-plain'].every(
             id => document.querySelectorAll(id + ' .token').length > 0);
-        if (running && all) window.sawAllStreaming = true;
+        const forwards = [...document.querySelectorAll('#counters tbody tr')].map(
+            row => parseInt(row.children[2].innerText, 10));
+        const stepped = forwards.length === 3 && forwards.every(n => n >= 3);
+        if (running && all && stepped) window.sawAllStreaming = true;
     };
     new MutationObserver(check).observe(document.body, {childList: true, subtree: true, characterData: true});
 }"""
