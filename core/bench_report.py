@@ -58,8 +58,8 @@ def category_table(per_category: dict[str, dict[str, dict[str, Any]]], key: str,
     return table(["category", "prompts"] + [f"`{m}`" for m in methods], rows)
 
 
-def _span(bounds: list[float], pattern: str) -> str:
-    return f"{fmt(bounds[0], pattern)} - {fmt(bounds[1], pattern)}"
+def _span(bounds: list[float | None], pattern: str) -> str:
+    return "-" if None in bounds else f"{fmt(bounds[0], pattern)} - {fmt(bounds[1], pattern)}"
 
 
 def interval_tables(stats: dict[str, Any]) -> str:
@@ -70,7 +70,7 @@ def interval_tables(stats: dict[str, Any]) -> str:
              _span(stats["tau"][m], "{:.2f}") if m in stats["tau"] else "-"] for m in methods]
     parts = [table(["method", "speedup interval", "tau interval"], rows)]
     if stats["paired"]:
-        pairs = [[f"`{p['a']}` / `{p['b']}`", f"{p['ratio']:.3f}", _span(p["interval"], "{:.3f}")]
+        pairs = [[f"`{p['a']}` / `{p['b']}`", fmt(p["ratio"], "{:.3f}"), _span(p["interval"], "{:.3f}")]
                  for p in stats["paired"]]
         parts.append(table(["tokens/s of A / B", "ratio", "interval"], pairs))
     return "\n\n".join(parts)
@@ -129,6 +129,7 @@ def bench_figure(report: dict[str, Any]):
         for row, key in ((1, "tokens_per_s"), (2, "speedup")):
             values = [groups[c][method][key] for c in categories]
             bounds = [spans.get(c, {}).get(method) for c in categories] if key == "speedup" else [None]
+            bounds = [b if b is not None and None not in b else None for b in bounds]
             error = None if all(b is None for b in bounds) else dict(  # 95% of the prompts' redraws
                 type="data", symmetric=False, color="#444", thickness=1.2, width=3,
                 array=[None if b is None else b[1] - v for b, v in zip(bounds, values)],

@@ -30,8 +30,9 @@ class Interval:
     low: float
     high: float
 
-    def to_list(self) -> list[float]:
-        return [self.low, self.high]
+    def to_list(self) -> list[float | None]:
+        """[low, high], None where a bound is not finite (a report's JSON allows no NaN)."""
+        return [b if np.isfinite(b) else None for b in (self.low, self.high)]
 
 
 def bootstrap_weights(categories: list[str], draws: int = DRAWS, seed: int = 0) -> np.ndarray:
@@ -111,7 +112,8 @@ def to_json(stats: dict[str, Any]) -> dict[str, Any]:
         "level": stats["level"], "draws": stats["draws"],
         "speedup": {m: i.to_list() for m, i in stats["speedup"].items()},
         "tau": {m: i.to_list() for m, i in stats["tau"].items()},
-        "paired": [{"a": a, "b": b, "ratio": i.value, "interval": i.to_list()} for a, b, i in stats["paired"]],
+        "paired": [{"a": a, "b": b, "ratio": i.value if np.isfinite(i.value) else None, "interval": i.to_list()}
+                   for a, b, i in stats["paired"]],
         "speedup_by_category": {c: {m: i.to_list() for m, i in by_method.items()}
                                 for c, by_method in stats["speedup_by_category"].items()},
     }

@@ -174,3 +174,16 @@ def test_plot_draws_the_overall_speedup_interval(report):
     assert bars["none"].error_y.array is None  # the baseline has none
     plain = bench_figure({**report, "intervals": None}).data
     assert all(t.error_y.array is None for t in plain)
+
+
+def test_a_ratio_without_a_finite_value_stays_valid_json():
+    """A method whose seconds sum to zero (nothing it could be timed on) gives no finite ratio: the report's JSON,
+    written with allow_nan=False, gets None there and the Markdown a dash, instead of the run dying at its end."""
+    import json
+
+    rows = [("x", {"none": {"new_tokens": 4, "decode_s": 1.0, "target_forwards": 4},
+                   "odd": {"new_tokens": 4, "decode_s": 0.0, "target_forwards": 2}})] * 3
+    stats = to_json(intervals(_report(rows)))
+    json.dumps(stats, allow_nan=False)
+    assert stats["speedup"]["odd"] == [None, None]
+    assert "| `odd` | - | 2.00 - 2.00 |" in interval_tables(stats)
