@@ -116,5 +116,6 @@ def decide(state: FallbackState, cfg: FallbackConfig) -> tuple[str, str]:
     state.failed_probes += 1
     judged = len(state.spec_ms)
     state.spec_tokens, state.spec_ms, state.recent_tokens, state.recent_ms = [], [], [], []
+    so_far = f", the answer so far at {overall:.2f}x" if cfg.ahead > 0 and overall is not None else ""
     return "plain", (f"{SWITCH_NOTE} {judged} cycles ran at {gain:.2f}x plain decoding "
-                     f"(break-even {cfg.margin:.2f}x); decoding plainly for {state.cooldown_left} steps")
+                     f"(break-even {cfg.margin:.2f}x{so_far}); decoding plainly for {state.cooldown_left} steps")

@@ -100,7 +100,10 @@ def test_a_generation_well_ahead_rides_out_a_slow_window_until_its_lead_shrinks(
     assert overall_speedup(state) == pytest.approx(40.0 * 22 / 600)  # 1.47x: below the 1.5x lead asked for
     assert decide(replace(state), replace(cfg, ahead=1.4))[0] == "spec"  # still 1.4x ahead: ride it out
     assert decide(replace(state), replace(cfg, ahead=0.0))[0] == "plain"  # judged on the window alone
-    assert decide(state, cfg)[0] == "plain"  # the lead has shrunk below 1.5x: fall back
+    assert "(break-even 0.90x)" in decide(replace(state), replace(cfg, ahead=0.0))[1]
+    kind, why = decide(state, cfg)
+    assert kind == "plain"  # the lead has shrunk below 1.5x: fall back, saying both speeds
+    assert "ran at 0.67x plain decoding (break-even 0.90x, the answer so far at 1.47x)" in why
     record_step(state, "plain", emitted=1, ms=40.0, cfg=cfg)
     assert state.total_tokens == 23 and state.total_ms == 640.0  # plain steps count towards the generation too
     assert overall_speedup(FallbackState()) is None
