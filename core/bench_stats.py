@@ -80,7 +80,8 @@ def intervals(report: dict[str, Any], baseline: str = "none", draws: int = DRAWS
     if not per_prompt:
         raise ValueError("the report has no per-prompt rows to redraw")
     methods = list(per_prompt[0]["methods"])
-    weights = bootstrap_weights([p["category"] for p in per_prompt], draws, seed)  # [D, P]
+    categories = [p["category"] for p in per_prompt]
+    weights = bootstrap_weights(categories, draws, seed)  # [D, P]
     tokens = {m: _column(per_prompt, m, "new_tokens") for m in methods}
     seconds = {m: _column(per_prompt, m, "decode_s") for m in methods}
     ones = np.ones(len(per_prompt))
@@ -91,7 +92,6 @@ def intervals(report: dict[str, Any], baseline: str = "none", draws: int = DRAWS
         forwards = _column(per_prompt, m, "target_forwards")
         if m != baseline and forwards is not None and forwards.sum() > 0:
             tau[m] = ratio_interval(tokens[m], forwards, ones, ones, weights, level)
-    categories = [p["category"] for p in per_prompt]
     per_category = {}  # each category's columns of the stratified redraws are a redraw of that category alone
     for category in dict.fromkeys(categories):
         cols = np.array([c == category for c in categories])
