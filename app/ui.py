@@ -1,15 +1,17 @@
 """``build_demo``: the explorer's Gradio Blocks. Wiring only; drawing is in ``views``, running in ``session``."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from core.bench_read import ReportError
 from core.config import ConfigError, advisories
 from core.target import PromptError
 from core.trace import TraceError
 
-from app.views import drafters, stats, style, text, tree
+from app.views import bench, drafters, stats, style, text, tree
 from app.session import (
     UPLOAD_LIMIT_BYTES, Engines, Session, Settings, delete_session, engine_config, export_files, load_session,
     run_all,
@@ -201,6 +203,17 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                         upload = gr.File(label="Load saved traces (.jsonl, replayed without a model)",
                                          file_count="multiple", file_types=[".jsonl"], elem_id="upload")
                         load_status = gr.Markdown(elem_id="load-status")
+            with gr.Tab("Benchmarks", id="benchmarks") as bench_tab:
+                reports = bench.shipped_reports()
+                with gr.Row():
+                    report_pick = gr.Dropdown(list(reports), value=bench.default_label(reports), scale=3,
+                                              label="A committed run (benchmarks/results)", elem_id="report-pick")
+                    report_upload = gr.File(label="…or your own run (python -m core bench --json FILE)", scale=2,
+                                            file_types=[".json"], elem_id="report-upload")
+                report_plot = gr.Plot(label="Tokens/s and speedup over plain decoding, per category",
+                                      elem_id="report-plot")
+                report_text = gr.Markdown(elem_id="report-text")
+                gr.Markdown(bench.NOTE)
             with gr.Tab("Drafters", id="drafters"):
                 gr.Markdown(drafters.drafters_markdown(engines.cards) if engines else
                             "No model loaded: a replayed trace records what each drafter did, not what it is.",
@@ -343,6 +356,27 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
             box.change(check_settings, checked, settings_note, api_visibility="private", concurrency_limit=None,
                        show_progress="hidden", trigger_mode="always_last")
         export_btn.click(export, session, exported, api_visibility="private", concurrency_limit=None)
+
+        def show_report(label):
+            """A committed report, picked by its label (never a path the browser sends)."""
+            path = reports.get(label)
+            if path is None:
+                return gr.skip(), f"⚠️ {label!r} is not one of the committed reports"
+            return _report_outputs(path, path.name)
+
+        def load_report(file):
+            if not file:
+                return gr.skip(), gr.skip()
+            path = file if isinstance(file, str) else getattr(file, "name", str(file))
+            return _report_outputs(path, f"your file {Path(path).name}")
+
+        report_outputs = [report_plot, report_text]
+        report_pick.change(show_report, report_pick, report_outputs, api_visibility="private",
+                           concurrency_limit=None)
+        report_upload.upload(load_report, report_upload, report_outputs, api_visibility="private",
+                             concurrency_limit=None)
+        bench_tab.select(lambda label: show_report(label) if label else (gr.skip(), gr.skip()), report_pick,
+                         report_outputs, api_visibility="private", concurrency_limit=None)
         upload.upload(load, [upload, session], [*text_boxes, counters, summary_json, load_status, session],
                       api_visibility="private", concurrency_limit=None).then(
             finish, [session, align], after, api_visibility="private", concurrency_limit=None)
@@ -351,6 +385,16 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
 
 ALIGN_POSITION = "Same place in the answer"
 ALIGN_STEP = "Same step number"
+
+
+def _report_outputs(path: str | Path, source: str) -> tuple[Any, str]:
+    """(figure, Markdown) of a benchmark report, or no figure and the reason the file was refused."""
+    try:
+        markdown, figure = bench.report_view(path, source)
+    except ReportError as err:
+        gr.Warning(str(err))
+        return None, f"⚠️ {source}: {err}"
+    return figure, markdown
 
 
 def _dtype_info(engines: Engines | None) -> str:

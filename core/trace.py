@@ -16,12 +16,15 @@ Compatibility: fields added after version 1 are optional. A reader treats a miss
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
+from core.checks import (
+    AMOUNT, COUNT, FLAG, INTS, NUMBERS, OBJECT_OR_NULL, OBJECTS, TEXT, TEXT_OR_NULL, Check, Fields, check_fields,
+    is_int, is_number, list_of, or_null, refuse_constant,
+)
 from core.policy import SWITCH_NOTE
 
 SCHEMA = "jakiro-trace"
@@ -144,7 +147,7 @@ def parse_records(lines: Iterable[str]) -> list[dict[str, Any]]:
 
 def _parse_line(line: str, number: int) -> Any:
     try:
-        return json.loads(line, parse_constant=_refuse_constant)
+        return json.loads(line, parse_constant=refuse_constant)
     except json.JSONDecodeError as err:
         raise TraceError(f"line {number} is not valid JSON: {err.msg}") from err
     except RecursionError:
@@ -153,54 +156,22 @@ def _parse_line(line: str, number: int) -> Any:
         raise TraceError(f"line {number} is not valid trace JSON: {err}") from None
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number a trace holds")
-
-
 # --- record content ----------------------------------------------------------------------------
 
 
-def _is_int(v: Any) -> bool:
-    """An int a browser can hold exactly (|v| <= 2**53), not a bool."""
-    return isinstance(v, int) and not isinstance(v, bool) and abs(v) <= 2**53
-
-
-def _is_number(v: Any) -> bool:
-    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
-
-
-def _list_of(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, list) and all(test(x) for x in v)
-
-
-def _or_null(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: v is None or test(v)
-
-
-Check = tuple[str, Callable[[Any], bool]]  # (what a value must be, as messages say it; the test)
-COUNT: Check = ("an integer >= 0", lambda v: _is_int(v) and v >= 0)
 TOKEN_ID: Check = ("a token id (an integer >= 0)", COUNT[1])
-INDEX: Check = ("an integer >= -1", lambda v: _is_int(v) and v >= -1)
-DEPTH: Check = (f"an integer in 0..{MAX_TREE_DEPTH}", lambda v: _is_int(v) and 0 <= v <= MAX_TREE_DEPTH)
-PROB_OR_NULL: Check = ("a probability or null", _or_null(lambda v: _is_number(v) and 0 <= v <= 1 + 1e-3))
-AMOUNT: Check = ("a number >= 0", lambda v: _is_number(v) and v >= 0)
-LOGP: Check = ("a log-probability (a number <= 0)", lambda v: _is_number(v) and v <= 1e-3)  # rounding allowed
-TEXT: Check = ("a string", lambda v: isinstance(v, str))
-TEXT_OR_NULL: Check = ("a string or null", _or_null(lambda v: isinstance(v, str)))
-FLAG: Check = ("true or false", lambda v: isinstance(v, bool))
-INTS: Check = ("a list of integers", _list_of(_is_int))
-NUMBERS: Check = ("a list of numbers", _list_of(_is_number))
-OBJECTS: Check = ("a list of objects", _list_of(lambda v: isinstance(v, dict)))
-OBJECT_OR_NULL: Check = ("an object or null", _or_null(lambda v: isinstance(v, dict)))
+INDEX: Check = ("an integer >= -1", lambda v: is_int(v) and v >= -1)
+DEPTH: Check = (f"an integer in 0..{MAX_TREE_DEPTH}", lambda v: is_int(v) and 0 <= v <= MAX_TREE_DEPTH)
+PROB_OR_NULL: Check = ("a probability or null", or_null(lambda v: is_number(v) and 0 <= v <= 1 + 1e-3))
+LOGP: Check = ("a log-probability (a number <= 0)", lambda v: is_number(v) and v <= 1e-3)  # rounding allowed
 STEP_KIND: Check = ("one of prefill, spec, plain", lambda v: v in ("prefill", "spec", "plain"))
-EXPERT_TOPK: Check = ("null or two non-empty lists of integers", _or_null(
+EXPERT_TOPK: Check = ("null or two non-empty lists of integers", or_null(
     lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(x, list) and x and INTS[1](x) for x in v)))
-EXPERT_TOPK_TEXT: Check = ("null or lists of strings", _or_null(_list_of(_list_of(lambda v: isinstance(v, str)))))
+EXPERT_TOPK_TEXT: Check = ("null or lists of strings", or_null(list_of(list_of(lambda v: isinstance(v, str)))))
 
-# field -> (check, required); optional fields may be absent, never of another type
-HEADER_FIELDS = {"method": (TEXT_OR_NULL, False), "prompt": (TEXT_OR_NULL, False),
-                 "drafter": (OBJECT_OR_NULL, False), "stop_token_ids": (INTS, False)}
-STEP_FIELDS = {
+HEADER_FIELDS: Fields = {"method": (TEXT_OR_NULL, False), "prompt": (TEXT_OR_NULL, False),
+                         "drafter": (OBJECT_OR_NULL, False), "stop_token_ids": (INTS, False)}
+STEP_FIELDS: Fields = {
     "step": (COUNT, True), "kind": (STEP_KIND, True), "emitted": (OBJECTS, True), "accepted_len": (DEPTH, True),
     "draft_ms": (AMOUNT, True), "verify_ms": (AMOUNT, True), "commit_ms": (AMOUNT, False),
     "drafter_forwards": (COUNT, False), "tree_nodes": (COUNT, False), "candidates": (COUNT, False),
@@ -209,8 +180,8 @@ STEP_FIELDS = {
     "stop_reason": (TEXT, False), "note": (TEXT, False),
 }
 SPEC_FIELDS = ("drafter_forwards", "tree_nodes", "candidates", "tau")  # what the view of a speculative step reads
-EMITTED_FIELDS = {"token_id": (TOKEN_ID, True), "text": (TEXT, True), "source": (TEXT, True), "node": (INDEX, True)}
-NODE_FIELDS = {
+EMITTED_FIELDS: Fields = {"token_id": (TOKEN_ID, True), "text": (TEXT, True), "source": (TEXT, True), "node": (INDEX, True)}
+NODE_FIELDS: Fields = {
     "id": (COUNT, True), "parent": (INDEX, True), "depth": (DEPTH, True), "token_id": (TOKEN_ID, True),
     "token": (TEXT, True), "logp": (LOGP, True), "score": (LOGP, True), "kept": (FLAG, True),
     "branch": (TEXT, True), "expert": (INDEX, True), "routing": (NUMBERS, True),
@@ -219,14 +190,8 @@ NODE_FIELDS = {
 }
 
 
-def _check_fields(record: dict[str, Any], fields: dict[str, tuple[Check, bool]], where: str) -> None:
-    for name, ((what, test), required) in fields.items():
-        if name not in record:
-            if required:
-                raise TraceError(f"{where} lacks {name}")
-            continue
-        if not test(record[name]):
-            raise TraceError(f"{where}: {name} must be {what}, got {_shown(record[name])}")
+def _check_fields(record: dict[str, Any], fields: Fields, where: str) -> None:
+    check_fields(record, fields, where, TraceError)
 
 
 def _check_step(record: dict[str, Any], where: str) -> None:
@@ -256,11 +221,6 @@ def _check_tree(nodes: list[dict[str, Any]], where: str) -> None:
                              f"got {node['parent']}")
         if i and node["kept"] and not nodes[node["parent"]]["kept"]:
             raise TraceError(f"{where}, node {i} was verified but its parent {node['parent']} was not")
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def steps_of(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:

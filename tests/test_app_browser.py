@@ -174,3 +174,27 @@ def test_generate_inspect_scrub_and_export(page, tmp_path):
     expect(cards).to_contain_text("Mixture of Experts: 2 SwiGLU experts")
     expect(cards).to_contain_text("one dense SwiGLU MLP")
     shoot(page, "drafters-tab")
+
+
+def test_benchmarks_tab_shows_committed_runs_and_a_users_own(page, tmp_path):
+    expect = playwright.expect
+    from app.views.bench import HEADLINE_REPORT, SHIPPED_DIR
+
+    page.get_by_role("tab", name="Benchmarks", exact=True).click()
+    text = page.locator("#report-text")
+    expect(text).to_contain_text(HEADLINE_REPORT, timeout=30_000)  # the headline run, drawn on opening the tab
+    expect(text).to_contain_text("95% interval")
+    expect(page.locator("#report-plot .js-plotly-plot")).to_be_visible(timeout=20_000)
+    shoot(page, "benchmarks")
+
+    # a file that is not a report is refused, naming what is wrong; a good one is shown like a committed one
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"machine": {}, "config": {}, "results": {}, "per_category": {}}')
+    page.locator("#report-upload input[type=file]").set_input_files(str(bad))
+    expect(text).to_contain_text("broken.json: machine lacks date", timeout=20_000)
+    mine = tmp_path / "mine.json"
+    mine.write_bytes((SHIPPED_DIR / "mtbench80-t1-margin90-bf16-s30.json").read_bytes())
+    page.locator("#report-upload button[aria-label='Clear']").first.click()
+    page.locator("#report-upload input[type=file]").set_input_files(str(mine))
+    expect(text).to_contain_text("your file mine.json", timeout=20_000)
+    expect(text).to_contain_text("sampling")

@@ -1,0 +1,121 @@
+"""Saved benchmark reports read back: every committed one, and malformed or hostile files refused by name."""
+from __future__ import annotations
+
+import copy
+import re
+import json
+from pathlib import Path
+
+import pytest
+
+from core.bench_read import MAX_REPORT_BYTES, ReportError, is_report, parse_report, read_report
+from core.bench_report import bench_figure, to_markdown
+
+from app.views import bench
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+HEADLINE = RESULTS / bench.HEADLINE_REPORT
+STORED_INTERVALS = RESULTS / "heldout-t1-ahead-bf16-s30.json"  # written by a bench that stored its intervals
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return json.loads(HEADLINE.read_text(encoding="utf-8"))
+
+
+def committed_reports() -> list[Path]:
+    return [p for p in sorted(RESULTS.glob("*.json")) if is_report(json.loads(p.read_text(encoding="utf-8")))]
+
+
+def test_every_committed_report_is_listed_newest_first():
+    listed = bench.shipped_reports()
+    assert len(committed_reports()) >= 90
+    assert sorted(p.name for p in listed.values()) == sorted(p.name for p in committed_reports())
+    dates = [label.split(" · ")[0] for label in listed]
+    assert dates == sorted(dates, reverse=True)
+    assert listed[bench.default_label(listed)] == HEADLINE
+
+
+def test_recomputed_intervals_equal_the_ones_the_bench_stored():
+    stored = json.loads(STORED_INTERVALS.read_text(encoding="utf-8"))["intervals"]
+    assert stored is not None
+    assert read_report(STORED_INTERVALS)["intervals"] == stored
+
+
+def test_headline_view_gives_speedups_with_intervals(raw):
+    markdown, figure = bench.report_view(HEADLINE)
+    jakiro = raw["results"]["jakiro"]
+    assert f"**{jakiro['speedup']:.2f}x** (95% interval " in markdown
+    assert f"tau {jakiro['tau']:.2f}" in markdown and "## How sure" in markdown
+    assert f"{raw['results']['none']['tokens_per_s']:.1f} tokens/s" in markdown
+    speedups = [t for t in figure.data if t.yaxis == "y2"]
+    assert {t.name for t in speedups} == set(raw["results"])
+    assert all(t.error_y.array is not None for t in speedups if t.name != "none")
+
+
+def test_a_report_without_per_prompt_rows_shows_no_intervals(raw):
+    report = copy.deepcopy(raw)
+    del report["per_prompt"]
+    parsed = parse_report(json.dumps(report))
+    assert parsed["intervals"] is None
+    assert "How sure" not in to_markdown(parsed)
+    assert "95% interval" not in bench.headline_markdown(parsed)
+    bench_figure(parsed)
+
+
+def _edited(raw: dict, edit) -> str:
+    report = copy.deepcopy(raw)
+    edit(report)
+    return json.dumps(report)
+
+
+BAD_EDITS = {
+    "machine lacks date": (lambda r: r["machine"].pop("date"), "machine lacks date"),
+    "tau is text": (lambda r: r["results"]["jakiro"].update(tau="fast"), "results.jakiro: tau must be"),
+    "negative tokens/s": (lambda r: r["results"]["eagle"].update(tokens_per_s=-1.0), "tokens_per_s must be"),
+    "a category misses a method": (lambda r: r["per_category"]["math"].pop("eagle"),
+                                   "per_category.math must hold the methods of results"),
+    "a method name with a pipe": (lambda r: r["results"].update({"a|b": r["results"]["none"]}),
+                                  "must be a name of 1-300 characters"),
+    "a prompt row misses a method": (lambda r: r["per_prompt"][3]["methods"].pop("jakiro"),
+                                     "per_prompt[3].methods must hold"),
+    "a prompt row's seconds are text": (lambda r: r["per_prompt"][0]["methods"]["none"].update(decode_s="1"),
+                                        "per_prompt[0].methods.none: decode_s must be"),
+    "results is a list": (lambda r: r.update(results=[1, 2]), "results must be an object of 1-16 methods"),
+    "config.engine lacks its tree": (lambda r: r["config"]["engine"].pop("tree"), "config.engine lacks tree"),
+    "a boolean count": (lambda r: r["results"]["none"].update(new_tokens=True), "new_tokens must be"),
+    "too many methods": (lambda r: r["results"].update({f"m{i}": {} for i in range(20)}), "1-16 methods"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_EDITS)
+def test_malformed_reports_are_refused_naming_the_field(raw, name):
+    edit, message = BAD_EDITS[name]
+    with pytest.raises(ReportError, match=re.escape(message)):
+        parse_report(_edited(raw, edit))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "not valid JSON"),
+    ('{"machine": NaN}', "NaN is not a number"),
+    ("[1, 2]", "not a benchmark report"),
+    ('{"tau": 2.5}', "not a benchmark report"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply|not valid JSON"),
+])
+def test_files_that_are_not_reports_are_refused(text, message):
+    with pytest.raises(ReportError, match=message):
+        parse_report(text)
+
+
+def test_oversized_and_binary_files_are_refused(tmp_path):
+    big = tmp_path / "big.json"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_REPORT_BYTES + 1)
+    with pytest.raises(ReportError, match="may be at most"):
+        read_report(big)
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b'{"machine": "\xff"}')
+    with pytest.raises(ReportError, match="not UTF-8"):
+        read_report(binary)
+    with pytest.raises(ReportError, match="cannot read"):
+        read_report(tmp_path / "missing.json")
