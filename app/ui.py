@@ -212,6 +212,8 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                                             file_types=[".json"], elem_id="report-upload")
                 report_plot = gr.Plot(label="Tokens/s and speedup over plain decoding, per category",
                                       elem_id="report-plot")
+                report_depth = gr.Plot(label="Acceptance by depth over the whole run (α_d = P(depth d accepted | "
+                                             "depth d−1 accepted); looked-up chains included)", elem_id="report-depth")
                 report_text = gr.Markdown(elem_id="report-text")
                 gr.Markdown(bench.NOTE)
             with gr.Tab("Drafters", id="drafters"):
@@ -361,21 +363,21 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
             """A committed report, picked by its label (never a path the browser sends)."""
             path = reports.get(label)
             if path is None:
-                return gr.skip(), f"⚠️ {label!r} is not one of the committed reports"
+                return gr.skip(), gr.skip(), f"⚠️ {label!r} is not one of the committed reports"
             return _report_outputs(path, path.name)
 
         def load_report(file):
             if not file:
-                return gr.skip(), gr.skip()
+                return gr.skip(), gr.skip(), gr.skip()
             path = file if isinstance(file, str) else getattr(file, "name", str(file))
             return _report_outputs(path, f"your file {Path(path).name}")
 
-        report_outputs = [report_plot, report_text]
+        report_outputs = [report_plot, report_depth, report_text]
         report_pick.change(show_report, report_pick, report_outputs, api_visibility="private",
                            concurrency_limit=None)
         report_upload.upload(load_report, report_upload, report_outputs, api_visibility="private",
                              concurrency_limit=None)
-        bench_tab.select(lambda label: show_report(label) if label else (gr.skip(), gr.skip()), report_pick,
+        bench_tab.select(lambda label: show_report(label) if label else (gr.skip(),) * 3, report_pick,
                          report_outputs, api_visibility="private", concurrency_limit=None)
         upload.upload(load, [upload, session], [*text_boxes, counters, summary_json, load_status, session],
                       api_visibility="private", concurrency_limit=None).then(
@@ -387,14 +389,15 @@ ALIGN_POSITION = "Same place in the answer"
 ALIGN_STEP = "Same step number"
 
 
-def _report_outputs(path: str | Path, source: str) -> tuple[Any, str]:
-    """(figure, Markdown) of a benchmark report, or no figure and the reason the file was refused."""
+def _report_outputs(path: str | Path, source: str) -> tuple[Any, Any, str]:
+    """(speed figure, acceptance figure, Markdown) of a benchmark report, or no figures and the reason the file
+    was refused."""
     try:
-        markdown, figure = bench.report_view(path, source)
+        markdown, speed, acceptance = bench.report_view(path, source)
     except ReportError as err:
         gr.Warning(str(err))
-        return None, f"⚠️ {source}: {err}"
-    return figure, markdown
+        return None, None, f"⚠️ {source}: {err}"
+    return speed, acceptance, markdown
 
 
 def _dtype_info(engines: Engines | None) -> str:

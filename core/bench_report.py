@@ -18,6 +18,7 @@ Definitions:
 - **match**: fraction of prompts whose generated token ids equal `none`'s exactly (greedy decoding only). Below 1.00
   with a lossless method means numerical near-ties (e.g. bfloat16 tree vs. single-token forwards), not a wrong draft.
 - **draft / verify ms**: mean milliseconds per decoding step after the prefill (our engine only).
+- **drafter fwd/cycle**: drafter forwards per speculative cycle (Jakiro's hybrid schedule saves the last one).
 - **interval**: the middle 95% of the ratio over 2,000 redraws of the prompts (with replacement, within each
   category). It covers which prompts were drawn, not a whole run's drift on a shared machine: overlapping
   intervals are not different, and separate ones still want a second run.
@@ -26,7 +27,8 @@ Definitions:
 COLUMNS = [
     ("tau", "tau", "{:.2f}"), ("tokens_per_s", "tokens/s", "{:.1f}"), ("speedup", "speedup", "{:.2f}x"),
     ("match_rate", "match", "{:.2f}"), ("draft_ms", "draft ms", "{:.1f}"), ("verify_ms", "verify ms", "{:.1f}"),
-    ("new_tokens", "new tokens", "{}"), ("wall_s", "wall s", "{:.1f}"),
+    ("drafter_forwards_per_cycle", "drafter fwd/cycle", "{:.2f}"), ("new_tokens", "new tokens", "{}"),
+    ("wall_s", "wall s", "{:.1f}"),
 ]
 CATEGORY_TABLES = [
     ("speedup", "Speedup over `none`", "{:.2f}x"), ("tau", "tau", "{:.2f}"), ("tokens_per_s", "Tokens/s", "{:.1f}"),
@@ -46,7 +48,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def method_table(results: dict[str, dict[str, Any]]) -> str:
     """One row per method, every metric."""
-    rows = [[f"`{name}`"] + [fmt(m[key], pattern) for key, _, pattern in COLUMNS] for name, m in results.items()]
+    rows = [[f"`{name}`"] + [fmt(m.get(key), pattern) for key, _, pattern in COLUMNS] for name, m in results.items()]
     return table(["method"] + [label for _, label, _ in COLUMNS], rows)
 
 

@@ -360,7 +360,7 @@ def test_other_dtypes_load_once_on_demand(engines, tmp_path):
 def test_empty_statistics_say_why():
     empty = stats.routing_confidence_figure({})
     assert "no MoE drafter" in empty.layout.annotations[0].text
-    bars = stats._bars({"Jakiro": (["0.5–0.6"], [None])}, {}, "x", "y", empty="nothing verified")
+    bars = stats.bar_figure({"Jakiro": (["0.5–0.6"], [None])}, {}, "x", "y", empty="nothing verified")
     assert bars.layout.annotations[0].text == "nothing verified"
     assert "no speculative steps yet" in stats.acceptance_by_depth_figure({}).layout.annotations[0].text
     assert stats._empty({"jakiro": None}) == stats.NONE_VERIFIED

@@ -43,7 +43,7 @@ def test_recomputed_intervals_equal_the_ones_the_bench_stored():
 
 
 def test_headline_view_gives_speedups_with_intervals(raw):
-    markdown, figure = bench.report_view(HEADLINE)
+    markdown, figure, acceptance = bench.report_view(HEADLINE)
     jakiro = raw["results"]["jakiro"]
     assert f"**{jakiro['speedup']:.2f}x** (95% interval " in markdown
     assert f"tau {jakiro['tau']:.2f}" in markdown and "## How sure" in markdown
@@ -51,6 +51,10 @@ def test_headline_view_gives_speedups_with_intervals(raw):
     speedups = [t for t in figure.data if t.yaxis == "y2"]
     assert {t.name for t in speedups} == set(raw["results"])
     assert all(t.error_y.array is not None for t in speedups if t.name != "none")
+    alphas = {t.name: list(t.y) for t in acceptance.data}
+    assert alphas["Jakiro (MoE)"] == jakiro["acceptance_by_depth"][:bench.SHOWN_DEPTHS]
+    assert "plain decoding" not in alphas  # no cycles, no bars
+    assert "| drafter fwd/cycle |" in markdown and f"| {jakiro['drafter_forwards_per_cycle']:.2f} |" in markdown
 
 
 def test_a_report_without_per_prompt_rows_shows_no_intervals(raw):

@@ -10,8 +10,10 @@ from typing import Any
 from core.bench_read import ReportError, read_report
 from core.bench_report import bench_figure, to_markdown
 
-from app.views.style import method_label
+from app.views.stats import bar_figure
+from app.views.style import method_color, method_label
 
+SHOWN_DEPTHS = 6  # the tree's own depths (5 by default) and the first beyond it, where looked-up chains thin out
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 HEADLINE_REPORT = "mtbench80-margin90-bf16-s30.json"  # the run README's "Where it stands" quotes
 BASELINE = "none"
@@ -72,11 +74,22 @@ def headline_markdown(report: dict[str, Any]) -> str:
 
 def report_markdown(report: dict[str, Any], source: str) -> str:
     """The headline, then the report's own Markdown (machine, command, tables, intervals, definitions)."""
-    body = to_markdown(report).replace("# Benchmark\n", "", 1)
+    body = to_markdown(report).replace("# Benchmark\n", "## How it ran\n", 1)
     return f"### {source}\n\n{headline_markdown(report)}\n\n{body}"
 
 
-def report_view(path: str | Path, source: str | None = None) -> tuple[str, Any]:
-    """A report file -> (Markdown, figure); raises ``ReportError`` naming what is wrong with the file."""
+def acceptance_figure(report: dict[str, Any]) -> Any:
+    """alpha_d over the whole run, one bar group per drafter, the first ``SHOWN_DEPTHS`` depths."""
+    drafters = {m: r["acceptance_by_depth"][:SHOWN_DEPTHS] for m, r in report["results"].items()
+                if r.get("acceptance_by_depth")}
+    series = {method_label(m): (list(range(1, len(alphas) + 1)), alphas) for m, alphas in drafters.items()}
+    colors = {method_label(m): method_color(m, i) for i, m in enumerate(drafters)}
+    return bar_figure(series, colors, "tree depth d", "acceptance α_d", rate=True,
+                      empty="no speculative cycles in this report")
+
+
+def report_view(path: str | Path, source: str | None = None) -> tuple[str, Any, Any]:
+    """A report file -> (Markdown, speed figure, acceptance figure); raises ``ReportError`` naming what is wrong
+    with the file."""
     report = read_report(path)
-    return report_markdown(report, source or Path(path).name), bench_figure(report)
+    return report_markdown(report, source or Path(path).name), bench_figure(report), acceptance_figure(report)

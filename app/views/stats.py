@@ -29,7 +29,7 @@ NONE_VERIFIED = "no drafted node was verified yet (the adaptive tree size verifi
 LEGEND_PER_ROW = 3  # horizontal legend entries that fit one row of a half-width figure
 
 
-def _bars(series: dict[str, tuple[list[Any], list[float]]], colors: dict[str, str], xtitle: str, ytitle: str,
+def bar_figure(series: dict[str, tuple[list[Any], list[float]]], colors: dict[str, str], xtitle: str, ytitle: str,
           height: int = 280, barmode: str = "group", hover: dict[str, list[str]] | None = None,
           rate: bool = False, empty: str = "no speculative steps yet") -> go.Figure:
     """Bar traces, one per series (a None value draws no bar); ``rate`` fixes the y axis to [0, 1]; ``empty`` is
@@ -70,7 +70,7 @@ def acceptance_by_depth_figure(summaries: dict[str, Summary]) -> go.Figure:
     series = {method_label(n): (list(range(1, len(s.acceptance_by_depth) + 1)), s.acceptance_by_depth)
               for n, s in drafters.items()}
     colors = {method_label(n): method_color(n, i) for i, n in enumerate(drafters)}
-    return _bars(series, colors, "tree depth d", "acceptance α_d", rate=True, empty=_empty(drafters))
+    return bar_figure(series, colors, "tree depth d", "acceptance α_d", rate=True, empty=_empty(drafters))
 
 
 def accept_length_figure(summaries: dict[str, Summary]) -> go.Figure:
@@ -82,7 +82,7 @@ def accept_length_figure(summaries: dict[str, Summary]) -> go.Figure:
         lengths = list(range(0, max(s.accept_length_hist, default=0) + 1))
         series[method_label(name)] = (lengths, [s.accept_length_hist.get(k, 0) / total for k in lengths])
     colors = {method_label(n): method_color(n, i) for i, n in enumerate(drafters)}
-    return _bars(series, colors, "draft tokens accepted in one cycle", "share of cycles", rate=True,
+    return bar_figure(series, colors, "draft tokens accepted in one cycle", "share of cycles", rate=True,
                  empty=_empty(drafters))
 
 
@@ -103,7 +103,7 @@ def expert_usage_figure(summaries: dict[str, Summary]) -> go.Figure:
             depths.update(by_depth)
         order += [f"{name} d{d}" for d in sorted(depths)]
     colors = {k: SOURCE_COLORS.get(k.split(" · ")[-1], "#777777") for k in series}
-    fig = _bars(series, colors, "drafter and depth", "verified nodes", barmode="stack",
+    fig = bar_figure(series, colors, "drafter and depth", "verified nodes", barmode="stack",
                 empty=_empty(_drafters(summaries)))
     fig.update_xaxes(dtick=None, type="category", categoryorder="array", categoryarray=order)
     return fig
@@ -115,7 +115,7 @@ def expert_acceptance_figure(summaries: dict[str, Summary]) -> go.Figure:
     for name, s in _drafters(summaries).items():
         series[method_label(name)] = (list(s.expert_acceptance), list(s.expert_acceptance.values()))
     colors = {method_label(n): method_color(n, i) for i, n in enumerate(_drafters(summaries))}
-    fig = _bars(series, colors, "proposed by", "accepted ÷ verified", rate=True, empty=_empty(_drafters(summaries)))
+    fig = bar_figure(series, colors, "proposed by", "accepted ÷ verified", rate=True, empty=_empty(_drafters(summaries)))
     fig.update_xaxes(dtick=None, type="category")
     return fig
 
@@ -168,7 +168,7 @@ def sibling_diversity_figure(traces: dict[str, list[Record]]) -> go.Figure:
         _, by_depth = expert_topk_overlap(records)
         if by_depth:
             overlaps[label] = by_depth
-    fig = _bars(series, colors, "tree depth", "distinct ÷ candidates; overlap", rate=True, hover=hover)
+    fig = bar_figure(series, colors, "tree depth", "distinct ÷ candidates; overlap", rate=True, hover=hover)
     if overlaps:
         _add_overlap_lines(fig, overlaps, colors)
     return fig
@@ -204,7 +204,7 @@ def expert_share_figure(traces: dict[str, list[Record]]) -> go.Figure:
     colors = {k: SOURCE_COLORS.get(k.split(" · ")[-1], "#777777") for k in series}
     if not series:
         return empty_figure("no MoE drafter in this session", 280)
-    fig = _bars(series, colors, "drafter and depth", "share of candidates", barmode="stack", rate=True)
+    fig = bar_figure(series, colors, "drafter and depth", "share of candidates", barmode="stack", rate=True)
     fig.update_xaxes(dtick=None, type="category")
     return fig
 
@@ -244,7 +244,7 @@ def routing_confidence_figure(traces: dict[str, list[Record]]) -> go.Figure:
         colors[label] = method_color(name, i)
     if not series:
         return empty_figure("no MoE drafter in this session", 280)
-    fig = _bars(series, colors, "routing confidence (max gate weight)", "acceptance", hover=hover, rate=True,
+    fig = bar_figure(series, colors, "routing confidence (max gate weight)", "acceptance", hover=hover, rate=True,
                 empty=NONE_VERIFIED)
     fig.update_xaxes(dtick=None, type="category")
     return fig
