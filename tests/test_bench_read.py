@@ -48,6 +48,7 @@ def test_headline_view_gives_speedups_with_intervals(raw):
     assert f"**{jakiro['speedup']:.2f}x** (95% interval " in markdown
     assert f"tau {jakiro['tau']:.2f}" in markdown and "## How sure" in markdown
     assert f"{raw['results']['none']['tokens_per_s']:.1f} tokens/s" in markdown
+    assert "neither is measurably faster in this run" in markdown  # Jakiro / EAGLE-2: 0.971 (0.925-1.023)
     speedups = [t for t in figure.data if t.yaxis == "y2"]
     assert {t.name for t in speedups} == set(raw["results"])
     assert all(t.error_y.array is not None for t in speedups if t.name != "none")
@@ -123,3 +124,24 @@ def test_oversized_and_binary_files_are_refused(tmp_path):
         read_report(binary)
     with pytest.raises(ReportError, match="cannot read"):
         read_report(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("a, b, ratio, interval, said", [
+    ("jakiro", "eagle", 1.10, [1.02, 1.19], "Jakiro (MoE) is faster than EAGLE-2 (single head)"),
+    ("jakiro", "eagle", 0.90, [0.85, 0.95], "EAGLE-2 (single head) is faster than Jakiro (MoE)"),
+    ("jakiro", "eagle", 0.97, [0.92, 1.02], "neither is measurably faster"),
+    ("eagle", "jakiro", 0.80, [0.75, 0.85], "Jakiro (MoE) is faster"),  # paired the other way round: 1.25
+])
+def test_pair_verdict_reads_the_paired_interval(a, b, ratio, interval, said):
+    verdict = bench.pair_verdict({"paired": [{"a": "jakiro", "b": "none", "ratio": 2.0, "interval": [1.9, 2.1]},
+                                             {"a": a, "b": b, "ratio": ratio, "interval": interval}]})
+    assert said in verdict
+    if a == "eagle":
+        assert "**1.250** (95% interval 1.176-1.333)" in verdict
+
+
+def test_pair_verdict_needs_both_drafters():
+    assert bench.pair_verdict({"paired": [{"a": "jakiro", "b": "jakiro@nofallback", "ratio": 1.0,
+                                           "interval": [0.9, 1.1]}]}) is None
+    assert bench.pair_verdict({}) is None
+    assert bench.pair_verdict({"paired": [{"a": "jakiro", "b": "eagle", "ratio": 1.0, "interval": [None, 1.1]}]}) is None

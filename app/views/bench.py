@@ -69,7 +69,29 @@ def headline_markdown(report: dict[str, Any]) -> str:
         speed = f"**{metrics['speedup']:.2f}x**{within}" if metrics["speedup"] is not None else "no baseline"
         tau = f", tau {metrics['tau']:.2f}" if metrics["tau"] is not None else ""
         lines.append(f"- {name}: {speed}{tau}")
-    return "\n".join(lines)
+    verdict = pair_verdict(stats)
+    return "\n".join(lines + ([f"\n{verdict}"] if verdict else []))
+
+
+def pair_verdict(stats: dict[str, Any], pair: tuple[str, str] = ("jakiro", "eagle")) -> str | None:
+    """The app's question, Jakiro against EAGLE-2 in tokens/s on the same prompts, answered from the paired ratio
+    and its interval; None when the report did not run both (or has no per-prompt rows)."""
+    for row in stats.get("paired", []):
+        if {row["a"], row["b"]} != set(pair) or row["ratio"] is None or None in row["interval"]:
+            continue
+        ratio, (low, high) = row["ratio"], row["interval"]
+        if row["a"] != pair[0]:  # the report paired them the other way round
+            ratio, low, high = 1 / ratio, 1 / high, 1 / low
+        first, second = method_label(pair[0]), method_label(pair[1])
+        if low > 1:
+            said = f"{first} is faster than {second} in this run"
+        elif high < 1:
+            said = f"{second} is faster than {first} in this run"
+        else:
+            said = "the interval holds 1: neither is measurably faster in this run"
+        return (f"**{first} / {second}**, tokens/s on the same prompts: **{ratio:.3f}** (95% interval "
+                f"{low:.3f}-{high:.3f}): {said}.")
+    return None
 
 
 def report_markdown(report: dict[str, Any], source: str) -> str:
