@@ -114,9 +114,9 @@ def write_plot(report: dict[str, Any], path: str | Path, include_plotlyjs: bool 
     bench_figure(report).write_html(str(path), include_plotlyjs=include_plotlyjs)
 
 
-def bench_figure(report: dict[str, Any]):
+def bench_figure(report: dict[str, Any], colors: dict[str, str] | None = None):
     """Grouped bars of tokens/s and speedup per method, per category and overall; the speedups carry their bootstrap
-    intervals as error bars when the report has them."""
+    intervals as error bars when the report has them. ``colors``: method -> colour, for those that have one."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -127,7 +127,7 @@ def bench_figure(report: dict[str, Any]):
     stats = report.get("intervals") or {}
     spans = {**stats.get("speedup_by_category", {}), "overall": stats.get("speedup", {})}  # category: method: [lo, hi]
     for i, method in enumerate(report["results"]):
-        color = _PALETTE[i % len(_PALETTE)]
+        color = (colors or {}).get(method, _PALETTE[i % len(_PALETTE)])
         for row, key in ((1, "tokens_per_s"), (2, "speedup")):
             values = [groups[c][method][key] for c in categories]
             bounds = [spans.get(c, {}).get(method) for c in categories] if key == "speedup" else [None]

@@ -114,4 +114,5 @@ def report_view(path: str | Path, source: str | None = None) -> tuple[str, Any, 
     """A report file -> (Markdown, speed figure, acceptance figure); raises ``ReportError`` naming what is wrong
     with the file."""
     report = read_report(path)
-    return report_markdown(report, source or Path(path).name), bench_figure(report), acceptance_figure(report)
+    colors = {m: method_color(m, i) for i, m in enumerate(report["results"])}
+    return report_markdown(report, source or Path(path).name), bench_figure(report, colors), acceptance_figure(report)

@@ -161,7 +161,7 @@ def _puzzle(rng: random.Random) -> str:
         f"{a} is taller than {b}. {c} is shorter than {b} but taller than {d}. Who is the shortest? Explain.",
         f"Today is {_DAYS[day]}. What day of the week will it be in {n} days? Show your reasoning.",
         f"{a} finishes a race before {b} but after {c}. {d} finishes last. In what order did they finish?",
-        f"If all bloops are razzies and some razzies are lazzies, must some bloops be lazzies? Explain carefully.",
+        "If all bloops are razzies and some razzies are lazzies, must some bloops be lazzies? Explain carefully.",
         f"A box has {n} red and {k} blue balls. You take two without looking. What is the probability both are "
         f"blue? Explain step by step.",
         f"{a} has twice as many coins as {b}, and together they have {3 * n} coins. How many does each have?",
