@@ -162,6 +162,8 @@ def counters_markdown(summaries: dict[str, Summary | None], running: tuple[str, 
     where = f" Device: {device}." if device else ""
     if device.startswith("cpu"):
         where += " On a CPU the timings show the trend, not GPU speedups."
+    where += (" One prompt's speedup swings with the prompt and the machine; the <b>Benchmarks</b> tab has whole runs "
+              "over many prompts, with intervals.")
     note = f"\n\n<small>{COUNTER_DEFINITIONS}{where}</small>"
     return "\n".join(rows) + note
 
