@@ -11,6 +11,7 @@ from core.config import ConfigError, advisories
 from core.target import PromptError
 from core.trace import TraceError
 
+from app.measure import MAX_PROMPTS, measure, save_report
 from app.views import bench, drafters, stats, style, text, tree
 from app.session import (
     UPLOAD_LIMIT_BYTES, Engines, Session, Settings, delete_session, engine_config, export_files, load_session,
@@ -210,6 +211,20 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                                               label="A committed run (benchmarks/results)", elem_id="report-pick")
                     report_upload = gr.File(label="…or your own run (python -m core bench --json FILE)", scale=2,
                                             file_types=[".json"], elem_id="report-upload")
+                with gr.Accordion("Measure on your own prompts", open=False, elem_id="measure"):
+                    measure_prompts = gr.Textbox(
+                        lines=5, label=f"Prompts, one per line (at most {MAX_PROMPTS})", elem_id="measure-prompts",
+                        placeholder="Write a limerick about a cat.\nExplain what a hash table is.\n…",
+                        info="Every method runs every prompt, taking turns, with the settings panel's values (max "
+                             "new tokens, temperature, tree, dtype): the same run as python -m core bench, shown "
+                             "below like a committed one. A few prompts of 128 tokens take minutes on a CPU.")
+                    with gr.Row():
+                        measure_btn = gr.Button("Measure", variant="primary", elem_id="measure-run",
+                                                interactive=engines is not None)
+                        measure_stop = gr.Button("Stop", variant="stop", elem_id="measure-stop")
+                    measure_status = gr.Markdown(elem_id="measure-status")
+                    measure_file = gr.File(label="This run's report (JSON; load it above to see it again)",
+                                           interactive=False, elem_id="measure-file")
                 report_plot = gr.Plot(label="Tokens/s and speedup over plain decoding, per category",
                                       elem_id="report-plot")
                 report_depth = gr.Plot(label="Acceptance by depth over the whole run (α_d = P(depth d accepted | "
@@ -373,8 +388,39 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
             return _report_outputs(path, f"your file {Path(path).name}")
 
         report_outputs = [report_plot, report_depth, report_text]
+
+        def run_measure(prompts_text, _prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens,
+                        schedule, decoupled, seed, session, adaptive, lookup, lookup_runs, lookup_max, fallback,
+                        dtype):
+            """Every method on every prompt of ``prompts_text``; stream the progress, then show the report."""
+            session = session or Session()
+            waiting = (gr.skip(),) * 3
+            try:
+                if engines is None:
+                    raise ConfigError("no model is loaded: this server only replays saved traces (app.py --viewer)")
+                settings = _settings(max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens, schedule,
+                                     decoupled, seed, adaptive, lookup, lookup_runs, lookup_max, fallback)
+                chosen = str(dtype or dtypes[0])
+                if not engines.is_loaded(chosen):
+                    yield *waiting, f"Loading the models in **{chosen}** (once)…", gr.skip(), session
+                for progress, report in measure(engines.for_dtype(chosen), prompts_text, settings):
+                    if report is None:
+                        yield (*waiting, f"Measuring… {progress.done} of {progress.total} generations done (last: "
+                               f"{style.method_label(progress.method)}, prompt {progress.prompt}).", gr.skip(), session)
+            except (ConfigError, PromptError, ValueError, TypeError) as err:
+                gr.Warning(str(err))
+                yield *waiting, f"⚠️ {err}", gr.skip(), session
+                return
+            path = save_report(report, session)
+            yield (*_report_outputs(path, "your prompts, measured here"),
+                   f"Done: {progress.total} generations on {chosen}. The report is below and in the file.",
+                   str(path), session)
         report_pick.change(show_report, report_pick, report_outputs, api_visibility="private",
                            concurrency_limit=None)
+        measuring = measure_btn.click(
+            run_measure, [measure_prompts, *settings_inputs], [*report_outputs, measure_status, measure_file, session],
+            api_visibility="private", concurrency_limit=1, concurrency_id="model", show_progress="minimal")
+        measure_stop.click(None, None, None, cancels=[measuring], api_visibility="private")
         report_upload.upload(load_report, report_upload, report_outputs, api_visibility="private",
                              concurrency_limit=None)
         bench_tab.select(lambda label: show_report(label) if label else (gr.skip(),) * 3, report_pick,

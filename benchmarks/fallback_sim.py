@@ -54,8 +54,8 @@ def collect(args: argparse.Namespace) -> None:
     prompts = load_prompts(args.prompts, None, args.limit_per_category)
     target = TargetModel.load(cli.target, cli.dtype, cli.device, False)
     cfg, moe_cfg = engine_config(cli, moe=False), engine_config(cli, moe=True)
-    methods = [EngineMethod(f"{d}@nofallback", target, cfg, moe_cfg, cli.seed) for d in args.drafters.split(",")]
-    plain = EngineMethod("none", target, cfg, moe_cfg, cli.seed)
+    methods = [EngineMethod.build(f"{d}@nofallback", target, cfg, moe_cfg, cli.seed) for d in args.drafters.split(",")]
+    plain = EngineMethod.build("none", target, cfg, moe_cfg, cli.seed)
     out: dict = {"config": vars(args), "plain_ms": [], "traces": {m.name: [] for m in methods}}
     for i, prompt in enumerate(prompts):
         ids = target.encode_chat(prompt.text)

@@ -50,7 +50,7 @@ def main() -> None:
     methods = {}
     for layout in layouts:  # each setting's decoders warm up, and time their costs, on their own kernels
         target.set_layout(*layout.split("/"))
-        methods[layout] = [EngineMethod(s, target, cfg, moe_cfg, cli.seed) for s in specs]
+        methods[layout] = [EngineMethod.build(s, target, cfg, moe_cfg, cli.seed) for s in specs]
         for m in methods[layout]:
             m.decoder.generate(target.encode_chat(prompts[0].text), replace(m.cfg, max_new_tokens=16), detail=False)
     tokens = {(layout, s): 0 for layout in layouts for s in specs}

@@ -74,8 +74,8 @@ def main() -> int:
     prompts = load_prompts(args.prompts, None, args.limit_per_category)[-args.count:]
     target = TargetModel.load(cli.target, cli.dtype, cli.device, False)
     cfg, moe_cfg = engine_config(cli, moe=False), engine_config(cli, moe=True)
-    plain = EngineMethod("none", target, cfg, moe_cfg, cli.seed)
-    methods = [EngineMethod(spec, target, cfg, moe_cfg, cli.seed) for spec in args.drafters.split(",")]
+    plain = EngineMethod.build("none", target, cfg, moe_cfg, cli.seed)
+    methods = [EngineMethod.build(spec, target, cfg, moe_cfg, cli.seed) for spec in args.drafters.split(",")]
     for m in methods:  # judge on the bare price (timed at each prompt's first judgement) but never fall back; the
         # verify price is computed from the same cycles afterwards
         m.cfg = replace(m.cfg, fallback=replace(m.cfg.fallback, margin=0.01, plain_from_verify=False))

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 from tqdm import tqdm
@@ -165,16 +165,24 @@ def split_list(text: str | None) -> list[str]:
 class EngineMethod:
     """Our decoder, speculative with a drafter or plain (``none``)."""
 
-    def __init__(self, spec: str, target: TargetModel, cfg: EngineConfig, moe_cfg: EngineConfig, seed: int) -> None:
+    def __init__(self, spec: str, decoder: SpecDecoder, cfg: EngineConfig) -> None:
+        """A runner over ``decoder`` (its name is the method's) with the settings ``cfg``; the app passes its own
+        decoders, shared by its users."""
+        self.spec, self.name, self.decoder, self.cfg = spec, decoder.name, decoder, cfg
+        self.moe = bool(decoder.proposer is not None and decoder.proposer.drafter.cfg.is_moe)
+        self._sync = _synchronizer(decoder.target.device)
+
+    @classmethod
+    def build(cls, spec: str, target: TargetModel, cfg: EngineConfig, moe_cfg: EngineConfig, seed: int
+              ) -> EngineMethod:
+        """The method ``spec`` names (``jakiro@fixed``, a drafter folder, ``none``): its proposer built on
+        ``target``, its variants applied to ``cfg`` (``moe_cfg`` for an MoE drafter)."""
         base, variants = split_variant(spec)
         weights = next((v for v in variants if v in WEIGHT_VARIANTS), "auto")
         proposer = build_proposer(base, target, seed, weights)
-        self.name = method_name(spec)
-        self.spec = spec
-        self.moe = bool(proposer is not None and proposer.drafter.cfg.is_moe)
-        self.cfg = apply_variants(moe_cfg if self.moe else cfg, variants, self.moe)
-        self.decoder = SpecDecoder(target, proposer, self.name)
-        self._sync = _synchronizer(target.device)
+        moe = bool(proposer is not None and proposer.drafter.cfg.is_moe)
+        return cls(spec, SpecDecoder(target, proposer, method_name(spec)),
+                   apply_variants(moe_cfg if moe else cfg, variants, moe))
 
     def run(self, prompt_ids: list[int], cfg: EngineConfig) -> Run:
         self._sync()
@@ -247,7 +255,7 @@ def build_methods(
 ) -> list[Method]:
     """One runner per method; ``moe_cfg`` (default ``cfg``) is used by MoE drafters."""
     moe_cfg = moe_cfg or cfg
-    return [HFMethod(s, target, cfg) if s in HF_METHODS else EngineMethod(s, target, cfg, moe_cfg, cfg.seed)
+    return [HFMethod(s, target, cfg) if s in HF_METHODS else EngineMethod.build(s, target, cfg, moe_cfg, cfg.seed)
             for s in check_methods(specs)]
 
 
@@ -289,18 +297,31 @@ def run_bench(
     runs: dict[str, list[Run]] = {m.name: [] for m in runners}
     with tqdm(total=len(prompts) * len(runners), desc="bench", unit="gen", disable=not progress,
               file=sys.stderr, dynamic_ncols=True) as bar:
-        for k, (prompt, ids) in enumerate(zip(prompts, prompt_ids)):
-            for m in (runners[i] for i in run_order(len(runners), k)):
-                bar.set_postfix_str(f"{prompt.category} #{prompt.question_id} {m.name}", refresh=False)
-                runs[m.name].append(m.run(ids, m.cfg))
-                bar.update()
-    config = {
+        for k, name, run in bench_runs(runners, prompt_ids):
+            runs[name].append(run)
+            bar.set_postfix_str(f"{prompts[k].category} #{prompts[k].question_id} {name}", refresh=False)
+            bar.update()
+    config = bench_config(runners, prompts, cfg, moe_cfg, WARMUP_TOKENS if warmup else 0)
+    return make_report(prompts, runs, cfg.sampling.greedy, machine_info(target), config)
+
+
+def bench_runs(runners: Sequence[Method], prompt_ids: Sequence[list[int]]) -> Iterator[tuple[int, str, Run]]:
+    """(prompt index, method name, its run) for every method on every prompt, prompt-major, the methods in
+    ``run_order``; a caller that stops iterating stops between two generations."""
+    for k, ids in enumerate(prompt_ids):
+        for m in (runners[i] for i in run_order(len(runners), k)):
+            yield k, m.name, m.run(ids, m.cfg)
+
+
+def bench_config(runners: Sequence[Method], prompts: Sequence[BenchPrompt], cfg: EngineConfig,
+                 moe_cfg: EngineConfig | None, warmup_tokens: int) -> dict[str, Any]:
+    """What a report says about how it ran: every method's settings, the prompts' categories, the baseline."""
+    return {
         "methods": {m.name: m.describe() for m in runners}, "engine": to_dict(cfg),
         "engine_moe": to_dict(moe_cfg or cfg), "greedy": cfg.sampling.greedy,
-        "warmup_tokens": WARMUP_TOKENS if warmup else 0, "order": "rotated by one method each prompt",
+        "warmup_tokens": warmup_tokens, "order": "rotated by one method each prompt",
         "prompts": len(prompts), "categories": dict(Counter(p.category for p in prompts)), "baseline": BASELINE,
     }
-    return make_report(prompts, runs, cfg.sampling.greedy, machine_info(target), config)
 
 
 def make_report(

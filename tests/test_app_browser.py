@@ -198,3 +198,18 @@ def test_benchmarks_tab_shows_committed_runs_and_a_users_own(page, tmp_path):
     page.locator("#report-upload input[type=file]").set_input_files(str(mine))
     expect(text).to_contain_text("your file mine.json", timeout=20_000)
     expect(text).to_contain_text("sampling")
+
+    # measure on the user's own prompts: every method on each, shown like a committed run, and downloadable
+    if not page.locator("#max-new-tokens input[type=range]").is_visible():
+        page.locator("#settings").get_by_text("Settings").first.click()
+    set_slider(page, "#max-new-tokens", "8")
+    page.locator("#measure").get_by_text("Measure on your own prompts").first.click()
+    page.locator("#measure-prompts textarea").fill("Name a colour.\nCount to three.")
+    page.locator("#measure-run").click()
+    expect(page.locator("#measure-status")).to_contain_text("Done: 6 generations", timeout=60_000)
+    expect(text).to_contain_text("your prompts, measured here")
+    expect(text).to_contain_text("your prompts 2")
+    expect(page.locator("#measure-file a[href*='bench-']")).to_be_visible()
+    page.locator("#measure-prompts textarea").fill("")
+    page.locator("#measure-run").click()
+    expect(page.locator("#measure-status")).to_contain_text("type the prompts to measure", timeout=20_000)
