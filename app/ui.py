@@ -415,6 +415,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
             yield (*_report_outputs(path, "your prompts, measured here"),
                    f"Done: {progress.total} generations on {chosen}. The report is below and in the file.",
                    str(path), session)
+
         report_pick.change(show_report, report_pick, report_outputs, api_visibility="private",
                            concurrency_limit=None)
         measuring = measure_btn.click(
@@ -423,8 +424,9 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
         measure_stop.click(None, None, None, cancels=[measuring], api_visibility="private")
         report_upload.upload(load_report, report_upload, report_outputs, api_visibility="private",
                              concurrency_limit=None)
-        bench_tab.select(lambda label: show_report(label) if label else (gr.skip(),) * 3, report_pick,
-                         report_outputs, api_visibility="private", concurrency_limit=None)
+        # the first time the tab opens, the picked run (later it keeps what the user measured or loaded)
+        bench_tab.select(lambda label, shown: show_report(label) if label and not shown else (gr.skip(),) * 3,
+                         [report_pick, report_text], report_outputs, api_visibility="private", concurrency_limit=None)
         upload.upload(load, [upload, session], [*text_boxes, counters, summary_json, load_status, session],
                       api_visibility="private", concurrency_limit=None).then(
             finish, [session, align], after, api_visibility="private", concurrency_limit=None)

@@ -210,6 +210,10 @@ def test_benchmarks_tab_shows_committed_runs_and_a_users_own(page, tmp_path):
     expect(text).to_contain_text("your prompts, measured here")
     expect(text).to_contain_text("your prompts 2")
     expect(page.locator("#measure-file a[href*='bench-']")).to_be_visible()
+    page.get_by_role("tab", name="Drafters", exact=True).click()  # away and back: the measured run stays shown
+    page.get_by_role("tab", name="Benchmarks", exact=True).click()
+    page.wait_for_timeout(1_000)
+    expect(text).to_contain_text("your prompts, measured here")
     page.locator("#measure-prompts textarea").fill("")
     page.locator("#measure-run").click()
     expect(page.locator("#measure-status")).to_contain_text("type the prompts to measure", timeout=20_000)
