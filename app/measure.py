@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.bench import BenchPrompt, EngineMethod, bench_config, bench_runs, machine_info, make_report
+from core.bench import BenchPrompt, EngineMethod, Run, bench_config, bench_runs, machine_info, make_report
 from core.target import PromptError
 
 from app.session import Engines, Session, Settings, engine_config, is_moe
@@ -61,7 +61,7 @@ def measure(engines: Engines, text: str | None, settings: Settings) -> Iterator[
         if runner.decoder.proposer is not None:
             runner.decoder.proposer.check_tree(runner.cfg.tree)
     prompt_ids = [engines.target.encode_chat(p.text) for p in prompts]
-    runs: dict[str, list] = {r.name: [] for r in runners}
+    runs: dict[str, list[Run]] = {r.name: [] for r in runners}
     total = len(prompts) * len(runners)
     stream = bench_runs(runners, prompt_ids)
     for done in range(1, total + 1):
