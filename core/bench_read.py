@@ -12,14 +12,16 @@ from typing import Any
 
 from core.bench_stats import intervals, to_json
 from core.checks import (
-    AMOUNT, AMOUNT_OR_NULL, COUNT, FLAG, NUMBERS, OBJECT, TEXT, TEXT_OR_NULL, Check, Fields, check_fields, is_int, or_null,
-    refuse_constant, shown,
+    AMOUNT, AMOUNT_OR_NULL, COUNT, FLAG, NUMBERS, OBJECT, Check, Fields, check_fields, is_int,
+    is_number, or_null, refuse_constant, shown,
 )
 
 MAX_REPORT_BYTES = 16 * 1024 * 1024  # the largest committed report is 0.3 MB
 MAX_METHODS = 16
 MAX_CATEGORIES = 64
 MAX_DEPTHS = 1024  # acceptance_by_depth entries
+MAX_PROMPTS = 5000  # per-prompt rows (Spec-Bench has 480): the bootstrap holds a [2000, prompts] table
+MAX_SETTINGS = 64  # keys of the tree and sampling settings, which the Markdown prints
 REPORT_KEYS = ("machine", "config", "results", "per_category")  # what makes a JSON file a benchmark report
 
 
@@ -32,16 +34,30 @@ NAME: Check = ("a name of 1-300 characters without |, ` or control characters",
                lambda v: isinstance(v, str) and NAME_PATTERN.fullmatch(v) is not None)
 COUNT_OR_NULL: Check = ("an integer >= 0 or null", or_null(COUNT[1]))
 DEPTHS: Check = (f"a list of at most {MAX_DEPTHS} numbers", lambda v: NUMBERS[1](v) and len(v) <= MAX_DEPTHS)
+
+
+def _flat_settings(value: Any) -> bool:
+    """A settings object the Markdown prints whole: few keys, short scalar values."""
+    return (isinstance(value, dict) and len(value) <= MAX_SETTINGS
+            and all(x is None or isinstance(x, (bool, str)) or is_number(x) for x in value.values())
+            and all(len(str(x)) <= 300 for x in [*value, *value.values()]))
+
+
+SETTINGS: Check = (f"an object of at most {MAX_SETTINGS} short numbers, strings, booleans or nulls", _flat_settings)
 QUESTION_ID: Check = ("an integer or a string", lambda v: is_int(v) or isinstance(v, str))
+SHORT_TEXT: Check = ("a string of at most 300 characters", lambda v: isinstance(v, str) and len(v) <= 300)
+SHORT_TEXT_OR_NULL: Check = ("a string of at most 300 characters or null", or_null(SHORT_TEXT[1]))
+COMMAND: Check = ("a string of at most 4,000 characters", lambda v: isinstance(v, str) and len(v) <= 4000)
 
 MACHINE_FIELDS: Fields = {
-    "date": (TEXT, True), "cpu": (TEXT, True), "cores": (COUNT, True), "torch_threads": (COUNT, True),
-    "target": (TEXT, True), "device": (TEXT, True), "dtype": (TEXT, True), "torch": (TEXT, True),
-    "transformers": (TEXT, True), "python": (TEXT, True), "gpu": (TEXT_OR_NULL, False), "native_bf16": (FLAG, False), "layout": (TEXT, False),
+    "date": (SHORT_TEXT, True), "cpu": (SHORT_TEXT, True), "cores": (COUNT, True), "torch_threads": (COUNT, True),
+    "target": (SHORT_TEXT, True), "device": (SHORT_TEXT, True), "dtype": (SHORT_TEXT, True),
+    "torch": (SHORT_TEXT, True), "transformers": (SHORT_TEXT, True), "python": (SHORT_TEXT, True),
+    "gpu": (SHORT_TEXT_OR_NULL, False), "native_bf16": (FLAG, False), "layout": (SHORT_TEXT, False),
 }
 CONFIG_FIELDS: Fields = {"prompts": (COUNT, True), "categories": (OBJECT, True), "greedy": (FLAG, True),
-                         "engine": (OBJECT, True), "command": (TEXT, False)}
-ENGINE_FIELDS: Fields = {"max_new_tokens": (COUNT, True), "sampling": (OBJECT, True), "tree": (OBJECT, True)}
+                         "engine": (OBJECT, True), "command": (COMMAND, False)}
+ENGINE_FIELDS: Fields = {"max_new_tokens": (COUNT, True), "sampling": (SETTINGS, True), "tree": (SETTINGS, True)}
 METRIC_FIELDS: Fields = {  # one method's numbers overall or in a category (core.bench.aggregate)
     "prompts": (COUNT, True), "new_tokens": (COUNT, True), "target_forwards": (COUNT_OR_NULL, False),
     "tau": (AMOUNT_OR_NULL, True), "decode_s": (AMOUNT, False), "tokens_per_s": (AMOUNT, True),
@@ -102,6 +118,9 @@ def check_report(report: dict[str, Any]) -> None:
     _check_object(report["machine"], MACHINE_FIELDS, "machine")
     _check_object(report["config"], CONFIG_FIELDS, "config")
     _check_object(report["config"]["engine"], ENGINE_FIELDS, "config.engine")
+    if len(report["config"]["categories"]) > MAX_CATEGORIES:
+        _refuse("config.categories", f"an object of at most {MAX_CATEGORIES} categories",
+                report["config"]["categories"])
     for name, count in report["config"]["categories"].items():
         _check_name(name, "config.categories")
         if not COUNT[1](count):
@@ -127,8 +146,8 @@ def _check_metrics(by_method: Any, where: str) -> list[str]:
 
 
 def _check_prompts(rows: Any, methods: list[str]) -> None:
-    if not isinstance(rows, list):
-        _refuse("per_prompt", "a list of objects", rows)
+    if not isinstance(rows, list) or len(rows) > MAX_PROMPTS:
+        _refuse("per_prompt", f"a list of at most {MAX_PROMPTS} objects", rows)
     for i, row in enumerate(rows):
         where = f"per_prompt[{i}]"
         _check_object(row, PROMPT_FIELDS, where)

@@ -90,6 +90,12 @@ BAD_EDITS = {
     "config.engine lacks its tree": (lambda r: r["config"]["engine"].pop("tree"), "config.engine lacks tree"),
     "a boolean count": (lambda r: r["results"]["none"].update(new_tokens=True), "new_tokens must be"),
     "too many methods": (lambda r: r["results"].update({f"m{i}": {} for i in range(20)}), "1-16 methods"),
+    "too many prompt rows": (lambda r: r.update(per_prompt=r["per_prompt"] * 63), "at most 5000 objects"),
+    "nested tree settings": (lambda r: r["config"]["engine"]["tree"].update(top_k={"a": 1}),
+                             "config.engine: tree must be an object of at most 64 short"),
+    "a megabyte of cpu name": (lambda r: r["machine"].update(cpu="x" * 1_000_000), "machine: cpu must be a string of"),
+    "too many categories": (lambda r: r["config"].update(categories={f"c{i}": 1 for i in range(65)}),
+                            "config.categories must be an object of at most 64"),
 }
 
 
