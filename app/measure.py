@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.bench import BenchPrompt, EngineMethod, Run, bench_config, bench_runs, machine_info, make_report
+from core.bench import (
+    BenchPrompt, EngineMethod, HFMethod, Method, Run, bench_config, bench_runs, machine_info, make_report,
+)
+from core.variants import HF_METHODS
 from core.target import PromptError
 
 from app.session import Engines, Session, Settings, engine_config, is_moe
@@ -48,18 +51,22 @@ def parse_prompts(text: str | None, engines: Engines) -> list[BenchPrompt]:
     return [BenchPrompt(question_id=n, category=CATEGORY, text=line) for n, line in enumerate(lines, start=1)]
 
 
-def measure(engines: Engines, text: str | None, settings: Settings) -> Iterator[tuple[Progress, dict[str, Any] | None]]:
+def measure(engines: Engines, text: str | None, settings: Settings, peers: bool = False
+            ) -> Iterator[tuple[Progress, dict[str, Any] | None]]:
     """Run every method on every prompt of ``text`` under ``settings`` (the settings panel's, for all methods
-    alike; Jakiro's schedule for MoE drafters only, as in a generation). Yields after each generation, with the
+    alike; Jakiro's schedule for MoE drafters only, as in a generation); with ``peers``, transformers' own
+    ``generate`` and prompt-lookup decoding of the same target too. Yields after each generation, with the
     report (``core.bench.make_report``'s) at the last one; each generation holds ``engines.lock``, so a stopped
     measurement leaves the shared decoders between two generations. Raises ConfigError, PromptError or
     ValueError before any generation when the settings or the prompts cannot be used."""
     prompts = parse_prompts(text, engines)
     configs = {moe: engine_config(settings, moe) for moe in (False, True)}
-    runners = [EngineMethod(name, decoder, configs[is_moe(decoder)]) for name, decoder in engines.decoders.items()]
-    for runner in runners:
+    ours = [EngineMethod(name, decoder, configs[is_moe(decoder)]) for name, decoder in engines.decoders.items()]
+    for runner in ours:
         if runner.decoder.proposer is not None:
             runner.decoder.proposer.check_tree(runner.cfg.tree)
+    peer_runners = [HFMethod(name, engines.target, configs[False]) for name in HF_METHODS] if peers else []
+    runners: list[Method] = [*ours, *peer_runners]
     prompt_ids = [engines.target.encode_chat(p.text) for p in prompts]
     runs: dict[str, list[Run]] = {r.name: [] for r in runners}
     total = len(prompts) * len(runners)

@@ -218,6 +218,9 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                         info="Every method runs every prompt, taking turns, with the settings panel's values (max "
                              "new tokens, temperature, tree, dtype): the same run as python -m core bench, shown "
                              "below like a committed one. A few prompts of 128 tokens take minutes on a CPU.")
+                    measure_peers = gr.Checkbox(
+                        False, label="Also transformers' own generate and its prompt-lookup decoding (the peers a "
+                                     "user would otherwise reach for), on the same target", elem_id="measure-peers")
                     with gr.Row():
                         measure_btn = gr.Button("Measure", variant="primary", elem_id="measure-run",
                                                 interactive=engines is not None)
@@ -389,7 +392,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
 
         report_outputs = [report_plot, report_depth, report_text]
 
-        def run_measure(prompts_text, _prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens,
+        def run_measure(prompts_text, peers, _prompt, max_new_tokens, temperature, top_p, tree_top_k, depth, total_tokens,
                         schedule, decoupled, seed, session, adaptive, lookup, lookup_runs, lookup_max, fallback,
                         dtype):
             """Every method on every prompt of ``prompts_text``; stream the progress, then show the report."""
@@ -403,7 +406,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
                 chosen = str(dtype or dtypes[0])
                 if not engines.is_loaded(chosen):
                     yield *waiting, f"Loading the models in **{chosen}** (once)…", gr.skip(), session
-                for progress, report in measure(engines.for_dtype(chosen), prompts_text, settings):
+                for progress, report in measure(engines.for_dtype(chosen), prompts_text, settings, bool(peers)):
                     if report is None:
                         yield (*waiting, f"Measuring… {progress.done} of {progress.total} generations done (last: "
                                f"{style.method_label(progress.method)}, prompt {progress.prompt}).", gr.skip(), session)
@@ -419,7 +422,7 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
         report_pick.change(show_report, report_pick, report_outputs, api_visibility="private",
                            concurrency_limit=None)
         measuring = measure_btn.click(
-            run_measure, [measure_prompts, *settings_inputs], [*report_outputs, measure_status, measure_file, session],
+            run_measure, [measure_prompts, measure_peers, *settings_inputs], [*report_outputs, measure_status, measure_file, session],
             api_visibility="private", concurrency_limit=1, concurrency_id="model", show_progress="minimal")
         measure_stop.click(None, None, None, cancels=[measuring], api_visibility="private")
         report_upload.upload(load_report, report_upload, report_outputs, api_visibility="private",

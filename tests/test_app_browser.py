@@ -205,8 +205,10 @@ def test_benchmarks_tab_shows_committed_runs_and_a_users_own(page, tmp_path):
     set_slider(page, "#max-new-tokens", "8")
     page.locator("#measure").get_by_text("Measure on your own prompts").first.click()
     page.locator("#measure-prompts textarea").fill("Name a colour.\nCount to three.")
+    page.locator("#measure-peers input[type=checkbox]").check()  # transformers' own methods join
     page.locator("#measure-run").click()
-    expect(page.locator("#measure-status")).to_contain_text("Done: 6 generations", timeout=60_000)
+    expect(page.locator("#measure-status")).to_contain_text("Done: 10 generations", timeout=60_000)
+    expect(text).to_contain_text("hf-prompt-lookup")
     expect(text).to_contain_text("your prompts, measured here")
     expect(text).to_contain_text("your prompts 2")
     expect(page.locator("#measure-file a[href*='bench-']")).to_be_visible()

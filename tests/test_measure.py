@@ -76,3 +76,10 @@ def test_unusable_prompts_are_refused_before_any_generation(engines, text, error
 def test_invalid_settings_are_refused_before_any_generation(engines):
     with pytest.raises(ConfigError):
         next(measure(engines, "Hello there", Settings(max_new_tokens=0)))
+
+
+def test_peers_join_the_measurement_on_request(engines):
+    report = list(measure(engines, "Hello there", SETTINGS, peers=True))[-1][1]
+    assert list(report["results"]) == ["jakiro", "eagle", "none", "hf-generate", "hf-prompt-lookup"]
+    assert report["results"]["hf-generate"]["match_rate"] == 1.0  # transformers' greedy decoding: the same tokens
+    assert report["config"]["methods"]["hf-generate"]["kind"] == "transformers.generate"
