@@ -14,13 +14,14 @@ ENGINE_METHODS = ("jakiro", "eagle", "none")
 TREE_VARIANTS = ("fixed", "adaptive")  # tree size
 STOP_VARIANTS = ("layerstop", "nolayerstop")  # adaptive drafting also skips a layer that cannot pay for its forward
 SCHEDULE_VARIANTS = ("standard", "hybrid")  # Jakiro's last tree layer: a drafter forward, or the contrastive head
+DECOUPLE_VARIANTS = ("decoupled", "coupled")  # Jakiro's siblings: from either expert's own distribution, or the mix
 LOOKUP_VARIANTS = ("lookup", "nolookup", "lookupalone")  # context lookup in the tree, none, or alone when it copies
 WEIGHT_VARIANTS = ("int8", "int4", "w8a8", "native")  # the drafter's weights (core.quant), or the target's dtype
 COST_VARIANTS = ("costcurve", "costline")  # adaptive sizing prices trees by the measured curve or its line
 FALLBACK_VARIANTS = ("fallback", "nofallback")  # decode plainly while speculation does not pay (core.policy), or not
 BACKOFF_VARIANTS = ("backoff", "nobackoff")  # failed probes double the plain-decoding wait, or every wait is the first
 PLAIN_VARIANTS = ("plainmeasured", "plainverify")  # the fallback prices a plain step by timed forwards or each cycle's verification
-VARIANTS = (TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + LOOKUP_VARIANTS + WEIGHT_VARIANTS + COST_VARIANTS
+VARIANTS = (TREE_VARIANTS + STOP_VARIANTS + SCHEDULE_VARIANTS + DECOUPLE_VARIANTS + LOOKUP_VARIANTS + WEIGHT_VARIANTS + COST_VARIANTS
             + FALLBACK_VARIANTS + BACKOFF_VARIANTS + PLAIN_VARIANTS)
 # lookup<N>: N tokens looked up after a full match; lookupmax<N>: up to N while copying; runs<N>: N runs;
 # curve<N>: shorter matches look up lookup x (n / ngram)^N tokens; topk<N>, depth<N>, total<N>: the tree's shape
@@ -76,7 +77,7 @@ def split_variant(spec: str) -> tuple[str, tuple[str, ...]]:
                     TreeConfig(**{SIZED_FIELDS[sized[1]]: int(sized[2])})
             except ConfigError as error:
                 raise ValueError(f"{spec!r}: {error}") from None
-    groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, WEIGHT_VARIANTS, COST_VARIANTS, FALLBACK_VARIANTS,
+    groups = [TREE_VARIANTS, STOP_VARIANTS, SCHEDULE_VARIANTS, DECOUPLE_VARIANTS, WEIGHT_VARIANTS, COST_VARIANTS, FALLBACK_VARIANTS,
               BACKOFF_VARIANTS, PLAIN_VARIANTS,
               LOOKUP_VARIANTS + ("lookup<N>",),
               ("lookupmax<N>",),
@@ -105,8 +106,8 @@ def method_name(spec: str) -> str:
 
 
 def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> EngineConfig:
-    """``cfg`` with the tree size, layer stop, schedule, lookup and fallback the variants name (a dense drafter has no
-    schedule to set)."""
+    """``cfg`` with the tree size, layer stop, schedule, decoupling, lookup and fallback the variants name (a dense
+    drafter has no schedule or experts to set)."""
     tree, fallback = cfg.tree, cfg.fallback
     for variant in variants:
         sized = SIZED_VARIANT.fullmatch(variant)
@@ -138,7 +139,10 @@ def apply_variants(cfg: EngineConfig, variants: Sequence[str], moe: bool) -> Eng
         elif variant in WEIGHT_VARIANTS:
             continue  # the proposer's weights, not the engine's settings (see EngineMethod)
         elif not moe:
-            raise ValueError(f"@{variant}: only a MoE (Jakiro) drafter has a contrastive head to schedule")
+            raise ValueError(f"@{variant}: only a MoE (Jakiro) drafter has experts to decouple and a contrastive "
+                             "head to schedule")
+        elif variant in DECOUPLE_VARIANTS:
+            tree = replace(tree, decoupled=variant == "decoupled")
         else:
             tree = replace(tree, schedule=variant)
     return replace(cfg, tree=tree, fallback=fallback)

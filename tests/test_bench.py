@@ -162,6 +162,7 @@ def test_missing_file_and_bad_selection(tmp_path, prompt_file):
      (["jakiro@huge"], "must be one of fixed, adaptive, layerstop, nolayerstop, standard, hybrid"), (["none@adaptive"], "only drafters"),
      (["jakiro@fixed+adaptive"], "at most one of fixed, adaptive"),
      (["jakiro@standard+hybrid"], "at most one of standard, hybrid"),
+     (["jakiro@decoupled+coupled"], "at most one of decoupled, coupled"),
      (["hf-generate@fixed"], "only drafters"),
      (["jakiro@lookup12+nolookup"], "at most one of lookup, nolookup, lookupalone, lookup<N>"),
      (["jakiro@runs2+runs3"], "at most one of runs<N>"), (["jakiro@lookup99"], "lookup must be an integer in 0..64"),
@@ -246,9 +247,22 @@ def test_schedule_variants_run_side_by_side(tiny_target, prompt_file, drafter_fo
             > results[f"{name}@fixed+hybrid"]["drafter_forwards_per_cycle"])
 
 
-def test_dense_drafter_has_no_schedule(tiny_target):
+def test_decoupled_variant_runs_side_by_side(tiny_target, prompt_file, drafter_folder):
+    """Jakiro's siblings from either expert's own distribution against the mix, in one run, both lossless."""
+    specs = [f"{drafter_folder}@fixed+decoupled", f"{drafter_folder}@fixed+coupled", "none"]
+    report = run_bench(tiny_target, specs, load_prompts(prompt_file)[:2],
+                       EngineConfig(max_new_tokens=8), progress=False, warmup=False)
+    name = drafter_folder.name
+    methods, results = report["config"]["methods"], report["results"]
+    assert methods[f"{name}@fixed+decoupled"]["engine"]["tree"]["decoupled"] is True
+    assert methods[f"{name}@fixed+coupled"]["engine"]["tree"]["decoupled"] is False
+    assert results[f"{name}@fixed+decoupled"]["match_rate"] == results[f"{name}@fixed+coupled"]["match_rate"] == 1.0
+
+
+@pytest.mark.parametrize("variant", ["standard", "decoupled"])
+def test_dense_drafter_has_no_schedule_or_experts(tiny_target, variant):
     with pytest.raises(ValueError, match="only a MoE"):
-        build_methods(["eagle@standard"], tiny_target, EngineConfig(max_new_tokens=2))
+        build_methods([f"eagle@{variant}"], tiny_target, EngineConfig(max_new_tokens=2))
 
 
 def test_no_prompts(tiny_target):
