@@ -109,7 +109,7 @@ def parse_report(text: str, with_intervals: bool = True) -> dict[str, Any]:
                           "(the file `python -m core bench --json` writes)")
     check_report(data)
     rows = data.get("per_prompt") or []
-    data["intervals"] = to_json(intervals(data)) if with_intervals and rows and "none" in data["results"] else None
+    data["intervals"] = to_json(intervals(data)) if with_intervals and rows else None
     return data
 
 

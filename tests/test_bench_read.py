@@ -151,3 +151,19 @@ def test_pair_verdict_needs_both_drafters():
                                            "interval": [0.9, 1.1]}]}) is None
     assert bench.pair_verdict({}) is None
     assert bench.pair_verdict({"paired": [{"a": "jakiro", "b": "eagle", "ratio": 1.0, "interval": [None, 1.1]}]}) is None
+
+
+def test_a_report_without_plain_decoding_still_gets_tau_intervals(raw):
+    report = copy.deepcopy(raw)
+    for by_method in [report["results"], *report["per_category"].values(),
+                      *(row["methods"] for row in report["per_prompt"])]:
+        del by_method["none"]
+    for by_method in [report["results"], *report["per_category"].values()]:
+        for metrics in by_method.values():
+            metrics["speedup"] = None
+    parsed = parse_report(json.dumps(report))
+    assert parsed["intervals"]["speedup"] == {} and set(parsed["intervals"]["tau"]) == set(report["results"])
+    markdown = bench.report_markdown(parsed, "no baseline")
+    assert "**Jakiro (MoE)** (`jakiro`): no baseline, tau 2.72" in markdown
+    bench_figure(parsed)
+    bench.acceptance_figure(parsed)

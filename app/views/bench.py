@@ -7,6 +7,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from core.bench import BASELINE
 from core.bench_read import ReportError, read_report
 from core.bench_report import bench_figure, to_markdown
 
@@ -16,7 +17,6 @@ from app.views.style import method_color, method_label
 SHOWN_DEPTHS = 6  # the tree's own depths (5 by default) and the first beyond it, where looked-up chains thin out
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 HEADLINE_REPORT = "mtbench80-margin90-bf16-s30.json"  # the run README's "Where it stands" quotes
-BASELINE = "none"
 
 NOTE = (
     "<small>Each report is one run of <code>python -m core bench</code>: every method on every prompt, interleaved, "
