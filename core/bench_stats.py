@@ -2,7 +2,8 @@
 
 A speedup is a ratio of sums (tokens / seconds of a method over tokens / seconds of the baseline, on the same
 prompts), so its uncertainty comes from which prompts were drawn. The bootstrap redraws the prompts with
-replacement, within each category as the benchmark itself picks them (``--limit-per-category``), recomputes the
+replacement, within each category as the benchmark itself picks them (``--limit-per-category``; categories of one
+prompt are redrawn together), recomputes the
 ratio from the per-prompt numbers of every draw, and reports the middle ``level`` of those ratios. Every method is
 weighed on the same draws, so a paired ratio (method A over method B) keeps what the prompts share: a long
 answer, a slow spell of the machine while that prompt ran.
@@ -14,6 +15,7 @@ different; intervals that do not overlap still want a second run.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +38,16 @@ class Interval:
 
 
 def bootstrap_weights(categories: list[str], draws: int = DRAWS, seed: int = 0) -> np.ndarray:
-    """How often each prompt appears in each redraw: [draws, prompts] counts, each category redrawn to its size."""
+    """How often each prompt appears in each redraw: [draws, prompts] counts, each category redrawn to its size.
+
+    A category of one prompt cannot be redrawn within itself (it would be the same prompt every time, and a run of
+    one prompt per category would claim an interval of zero width): those categories are redrawn together, as one."""
+    sizes = Counter(categories)
+    strata = [c if sizes[c] > 1 else None for c in categories]  # None: the pooled single-prompt categories
     rng = np.random.default_rng(seed)
     weights = np.zeros((draws, len(categories)), dtype=np.float64)  # [D, P]
-    for category in dict.fromkeys(categories):
-        idx = np.array([i for i, c in enumerate(categories) if c == category])
+    for stratum in dict.fromkeys(strata):
+        idx = np.array([i for i, c in enumerate(strata) if c == stratum])
         weights[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=draws)
     return weights
 

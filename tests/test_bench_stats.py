@@ -29,6 +29,19 @@ def test_redraws_stay_inside_each_category():
     assert (weights >= 0).all() and weights.std(axis=0).min() > 0  # every prompt is redrawn, not fixed
 
 
+def test_one_prompt_per_category_still_has_an_interval():
+    """A run of one prompt per category (--limit-per-category 1): those categories are redrawn together, so the
+    interval says how much the choice of prompts moves the ratio instead of claiming zero width."""
+    categories = ["a", "b", "c", "d", "e", "f", "g", "g"]
+    weights = bootstrap_weights(categories, draws=500, seed=3)  # [D, P]
+    assert (weights[:, :6].sum(axis=1) == 6).all() and (weights[:, 6:].sum(axis=1) == 2).all()
+    assert weights.std(axis=0).min() > 0
+    rng = np.random.default_rng(0)
+    tokens, base = np.full(8, 100.0), rng.uniform(4, 6, 8)
+    interval = ratio_interval(tokens, base * rng.uniform(0.4, 0.7, 8), tokens, base, weights)
+    assert interval.high - interval.low > 0.05
+
+
 def test_constant_per_prompt_ratio_has_no_spread():
     tokens = np.array([100.0, 128.0, 64.0, 90.0])
     seconds = np.array([2.0, 3.0, 1.0, 2.5])
