@@ -17,18 +17,14 @@ from core.config import ConfigError
 from core.engine import SpecDecoder
 from core.target import PromptError
 from core.trace import TraceError, read_jsonl, summarize
-from tests.helpers import OracleProposer, make_tiny_target
+from tests.helpers import OracleProposer, make_tiny_target, tiny_engines
 
 SETTINGS = Settings(max_new_tokens=10, tree_top_k=3, depth=3, total_tokens=8, adaptive=False)  # random drafters: full trees to draw
 
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    target = make_tiny_target(tmp_path_factory.mktemp("tiny") / "model")
-    return engines_for(target, {
-        "jakiro": registry.attach(registry.random_drafter(target, "moe"), target, "jakiro"),
-        "eagle": registry.attach(registry.random_drafter(target, "dense"), target, "eagle"),
-    })
+    return tiny_engines(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")

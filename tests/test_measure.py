@@ -6,24 +6,19 @@ import json
 import pytest
 
 from app.measure import CATEGORY, MAX_PROMPTS, measure, parse_prompts, save_report
-from app.session import Session, Settings, engines_for
+from app.session import Session, Settings
 from app.views import bench
-from core import registry
 from core.bench_read import read_report
 from core.config import ConfigError
 from core.target import PromptError
-from tests.helpers import make_tiny_target
+from tests.helpers import tiny_engines
 
 SETTINGS = Settings(max_new_tokens=6)
 
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    target = make_tiny_target(tmp_path_factory.mktemp("tiny") / "model")
-    return engines_for(target, {
-        "jakiro": registry.attach(registry.random_drafter(target, "moe"), target, "jakiro"),
-        "eagle": registry.attach(registry.random_drafter(target, "dense"), target, "eagle"),
-    })
+    return tiny_engines(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def test_every_method_runs_every_prompt_into_a_bench_report(engines, tmp_path):
