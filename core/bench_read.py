@@ -131,7 +131,7 @@ def check_report(report: dict[str, Any]) -> None:
         _refuse("per_category", f"an object of at most {MAX_CATEGORIES} categories", per_category)
     for category, by_method in per_category.items():
         _check_name(category, "per_category")
-        if _check_metrics(by_method, f"per_category.{category}") != methods:
+        if sorted(_check_metrics(by_method, f"per_category.{category}")) != sorted(methods):
             raise ReportError(f"per_category.{category} must hold the methods of results ({', '.join(methods)})")
     _check_prompts(report.get("per_prompt", []), methods)
 

@@ -99,7 +99,7 @@ def intervals(report: dict[str, Any], baseline: str = "none", draws: int = DRAWS
         forwards = _column(per_prompt, m, "target_forwards")
         if m != baseline and forwards is not None and forwards.sum() > 0:
             tau[m] = ratio_interval(tokens[m], forwards, ones, ones, weights, level)
-    per_category = {}  # each category's columns of the stratified redraws are a redraw of that category alone
+    per_category = {}  # a category's columns of the stratified redraws redraw it alone (one prompt: its own value)
     for category in dict.fromkeys(categories):
         cols = np.array([c == category for c in categories])
         per_category[category] = {

@@ -180,7 +180,8 @@ STEP_FIELDS: Fields = {
     "stop_reason": (TEXT, False), "note": (TEXT, False),
 }
 SPEC_FIELDS = ("drafter_forwards", "tree_nodes", "candidates", "tau")  # what the view of a speculative step reads
-EMITTED_FIELDS: Fields = {"token_id": (TOKEN_ID, True), "text": (TEXT, True), "source": (TEXT, True), "node": (INDEX, True)}
+EMITTED_FIELDS: Fields = {"token_id": (TOKEN_ID, True), "text": (TEXT, True), "source": (TEXT, True),
+                          "node": (INDEX, True)}
 NODE_FIELDS: Fields = {
     "id": (COUNT, True), "parent": (INDEX, True), "depth": (DEPTH, True), "token_id": (TOKEN_ID, True),
     "token": (TEXT, True), "logp": (LOGP, True), "score": (LOGP, True), "kept": (FLAG, True),
