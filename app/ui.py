@@ -11,6 +11,7 @@ from core.config import ConfigError, advisories
 from core.target import PromptError
 from core.trace import TraceError
 
+from app.examples import load_examples
 from app.measure import MAX_PROMPTS, measure, save_report
 from app.views import bench, drafters, stats, style, text, tree
 from app.session import (
@@ -19,12 +20,13 @@ from app.session import (
 )
 
 DEFAULTS = Settings()
-EXAMPLES = [
-    "Explain speculative decoding in two sentences.",
-    "Write a haiku about the sea.",
-    "List three uses of a paperclip.",
-    "What is the capital of France? Answer in one word.",
-]
+EXAMPLES = load_examples()
+EXAMPLES_NOTE = (
+    "<small>Answers that copy from the prompt (a summary, facts picked out of a text) or follow a set form (a list, "
+    "JSON, code) let the drafters run ahead; short or unusual answers leave little to speculate. The answers are the "
+    "target's own: a small one (the default has 135M parameters) is often wrong, and speculative "
+    "decoding makes its answers neither better nor worse, only faster.</small>"
+)
 CSS = """
 #counters table { font-size: 0.92em; }
 #counters td, #counters th { padding: 3px 8px; }
@@ -97,8 +99,10 @@ def build_demo(engines: Engines | None) -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
-                prompt = gr.Textbox(label="Prompt", lines=3, value=EXAMPLES[0], elem_id="prompt")
-                gr.Examples(EXAMPLES, inputs=[prompt], label="Examples")
+                prompt = gr.Textbox(label="Prompt", lines=3, value=EXAMPLES[0].prompt, elem_id="prompt")
+                gr.Examples([[e.prompt] for e in EXAMPLES], inputs=[prompt], label="Examples",
+                            example_labels=[e.label for e in EXAMPLES], examples_per_page=len(EXAMPLES))
+                gr.Markdown(EXAMPLES_NOTE)
                 with gr.Row():
                     run = gr.Button("Generate", variant="primary", elem_id="generate", interactive=engines is not None)
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")

@@ -85,7 +85,13 @@ def shoot(page, name: str) -> None:
 
 
 def test_generate_inspect_scrub_and_export(page, tmp_path):
+    from app.examples import load_examples
+
     expect = playwright.expect
+    # an example's button shows its label and fills the prompt with its text
+    example = load_examples()[2]
+    page.get_by_role("button", name=example.label, exact=True).click()
+    expect(page.locator("#prompt textarea")).to_have_value(example.prompt)
     page.locator("#prompt textarea").fill("Name a colour.")
     page.locator("#settings").get_by_text("Settings").first.click()
 

@@ -8,6 +8,7 @@ import networkx as nx
 import pandas as pd
 import pytest
 
+from app.examples import MAX_LABEL_CHARS, load_examples
 from app.views import stats, style, text, tree
 from app.session import (
     Session, Settings, delete_session, engine_config, engines_for, export_files, load_session, run_all,
@@ -393,3 +394,24 @@ def test_a_dtype_that_fails_to_load_is_explained(engines):
     with pytest.raises(ConfigError, match="cannot load the models in bfloat16: the model package is missing"):
         variant.for_dtype("bfloat16")
     assert not variant.is_loaded("bfloat16")
+
+
+def test_shipped_examples_load_with_labels_and_unique_prompts():
+    examples = load_examples()
+    assert len(examples) >= 4
+    assert len({e.prompt for e in examples}) == len(examples) and len({e.label for e in examples}) == len(examples)
+    assert all(e.prompt.strip() and 0 < len(e.label) <= MAX_LABEL_CHARS for e in examples)
+
+
+@pytest.mark.parametrize("examples, message", [
+    ([], "'examples' must be a non-empty list"),
+    ([{"label": "A list"}], "example 0 needs a non-blank 'prompt'"),
+    ([{"label": "A list", "prompt": "Hi"}, {"label": "", "prompt": "Hi"}], "example 1 needs a 'label'"),
+    ([{"label": "x" * (MAX_LABEL_CHARS + 1), "prompt": "Hi"}], "example 0 needs a 'label'"),
+    (["List three uses of a paperclip."], "example 0 needs a 'label'"),
+])
+def test_a_malformed_examples_file_is_refused_naming_the_entry(tmp_path, examples, message):
+    path = tmp_path / "examples.json"
+    path.write_text(json.dumps({"examples": examples}))
+    with pytest.raises(ValueError, match=message):
+        load_examples(path)
