@@ -16,7 +16,7 @@ from app.views.style import method_color, method_label
 
 SHOWN_DEPTHS = 6  # the tree's own depths (5 by default) and the first beyond it, where looked-up chains thin out
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-HEADLINE_REPORT = "mtbench80-margin90-bf16-s30.json"  # the run README's "Where it stands" quotes
+HEADLINE_REPORT = "mtbench80-r15-bf16-s32.json"  # the run README's "Where it stands" quotes
 
 NOTE = (
     "<small>Each report is one run of <code>python -m core bench</code>: every method on every prompt, interleaved, "
