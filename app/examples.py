@@ -17,7 +17,8 @@ class Example:
 
 def load_examples(path: Path = EXAMPLES_FILE) -> list[Example]:
     """The examples in file order; ``ValueError`` naming the entry when one is not a short label and a prompt."""
-    items = json.loads(path.read_text(encoding="utf-8")).get("examples")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    items = data.get("examples") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise ValueError(f"{path}: 'examples' must be a non-empty list")
     examples = []

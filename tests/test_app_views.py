@@ -415,3 +415,6 @@ def test_a_malformed_examples_file_is_refused_naming_the_entry(tmp_path, example
     path.write_text(json.dumps({"examples": examples}))
     with pytest.raises(ValueError, match=message):
         load_examples(path)
+    path.write_text(json.dumps(examples))  # the list alone, not under "examples"
+    with pytest.raises(ValueError, match="'examples' must be a non-empty list"):
+        load_examples(path)
